@@ -1,0 +1,36 @@
+//! `portcullis config check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::{Failure, load_config, policy};
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration and its policy set without starting anything.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn run(cmd: ConfigCommand) -> Result<ExitCode, Failure> {
+    match cmd {
+        ConfigCommand::Check { config } => {
+            let config = load_config(config.as_deref())?;
+            let set = policy::load_set(&config, None)?;
+            println!("{}: ok", config.describe());
+            println!(
+                "policy: {} ({:?}), {}",
+                policy::describe_origin(&set),
+                set.mode(),
+                set.digest()
+            );
+            println!("workspace roots: {:?}", config.workspace.roots);
+            println!("audit: {}", config.audit.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

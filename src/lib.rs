@@ -1,0 +1,13 @@
+//! portcullis: a policy decision point on every path an autonomous agent uses to act.
+//!
+//! Imports flow one way (DESIGN §6): `cli → gate → {policy, audit, normalize} → action`.
+//! `policy`, `audit`, `normalize` and `action` know nothing about HTTP.
+
+pub mod action;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod gate;
+pub mod input;
+pub mod normalize;
+pub mod policy;

@@ -1,0 +1,213 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+fn files(modules: &[(&str, &str)]) -> PolicyFiles {
+    PolicyFiles {
+        origin: Origin::Embedded,
+        modules: modules
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect(),
+        tests: Vec::new(),
+        data_files: Vec::new(),
+    }
+}
+
+fn load(modules: &[(&str, &str)]) -> PolicySet {
+    PolicySet::load(
+        files(modules),
+        &json!({}),
+        "data.t.decision",
+        Duration::from_millis(100),
+    )
+    .unwrap()
+}
+
+fn input(v: serde_json::Value) -> RegoValue {
+    RegoValue::from(v)
+}
+
+const SIMPLE: &str = r#"
+package t
+import rego.v1
+deny contains {"rule": "t.no", "message": "no"} if input.x == 1
+outcome := "deny" if count(deny) > 0
+else := "allow"
+decision := {"outcome": outcome, "reasons": [r | some r in deny]}
+"#;
+
+#[test]
+fn compiled_path_decides() {
+    let set = load(&[("t.rego", SIMPLE)]);
+    assert_eq!(set.mode(), &Mode::Compiled);
+    let d = set.decide(input(json!({"x": 1})));
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert_eq!(d.reasons[0].rule, "t.no");
+    assert_eq!(d.policy_digest, set.digest());
+    assert_eq!(set.decide(input(json!({"x": 2}))).outcome, Outcome::Allow);
+}
+
+#[test]
+fn interpreter_agrees_with_compiled_path() {
+    let set = load(&[("t.rego", SIMPLE)]);
+    let interp = set.interpreted().unwrap();
+    for x in [0, 1, 2] {
+        let i = input(json!({"x": x}));
+        assert_eq!(set.decide(i.clone()), interp.decide(i), "x = {x}");
+    }
+}
+
+fn assert_policy_error(set: &PolicySet, i: serde_json::Value, needle: &str) {
+    let d = set.decide(input(i));
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert_eq!(d.reasons[0].rule, reason::POLICY_ERROR);
+    assert!(d.reasons[0].message.contains(needle), "{:?}", d.reasons);
+}
+
+#[test]
+fn undefined_decision_is_policy_error() {
+    let set = load(&[(
+        "t.rego",
+        "package t\nimport rego.v1\ndecision := {\"outcome\": \"allow\"} if input.ok\n",
+    )]);
+    assert_policy_error(&set, json!({}), "undefined");
+    assert_eq!(
+        set.decide(input(json!({"ok": true}))).outcome,
+        Outcome::Allow
+    );
+}
+
+#[test]
+fn wrong_shapes_are_policy_errors() {
+    for (rego, needle) in [
+        ("decision := \"allow\"", "wrong shape"),
+        (
+            "decision := {\"outcome\": \"maybe\"}",
+            "not allow, ask or deny",
+        ),
+        ("decision := {\"outcome\": \"deny\"}", "must carry a reason"),
+        (
+            "decision := {\"outcome\": \"allow\", \"approved\": true}",
+            "wrong shape",
+        ),
+        (
+            "decision := {\"outcome\": \"allow\", \"reasons\": [1]}",
+            "wrong shape",
+        ),
+    ] {
+        let set = load(&[("t.rego", &format!("package t\nimport rego.v1\n{rego}\n"))]);
+        assert_policy_error(&set, json!({}), needle);
+    }
+}
+
+#[test]
+fn runtime_errors_are_policy_errors() {
+    // Strict builtin errors: a type error in a builtin is an error, not "undefined".
+    let rego = "package t\nimport rego.v1\ndecision := {\"outcome\": concat(\",\", input.x)}\n";
+    let set = load(&[("t.rego", rego)]);
+    let d = set.decide(input(json!({"x": 5})));
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert_eq!(d.reasons[0].rule, reason::POLICY_ERROR);
+}
+
+#[test]
+fn runaway_evaluation_is_cut_off() {
+    // A quadratic comprehension over a large input exceeds the instruction/time budget.
+    let rego = r#"
+package t
+import rego.v1
+n := count([1 | some a in input.xs; some b in input.xs; some c in input.xs; a + b + c > 0])
+decision := {"outcome": "allow"} if n >= 0
+"#;
+    let set = load(&[("t.rego", rego)]);
+    let xs: Vec<u32> = (0..300).collect();
+    let d = set.decide(input(json!({"xs": xs})));
+    assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
+    assert_eq!(d.reasons[0].rule, reason::POLICY_ERROR);
+}
+
+#[test]
+fn parse_errors_name_file_and_line() {
+    let err = PolicySet::load(
+        files(&[("bad.rego", "package t\n\ndecision := {\n")]),
+        &json!({}),
+        "data.t.decision",
+        Duration::from_millis(100),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("bad.rego"), "{err}");
+    assert!(
+        err.contains(":3") || err.contains("line 3") || err.contains(":4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn digest_covers_modules_and_data() {
+    let a = load(&[("t.rego", SIMPLE)]);
+    let b = load(&[("t.rego", SIMPLE)]);
+    assert_eq!(a.digest(), b.digest());
+    let c = PolicySet::load(
+        files(&[("t.rego", SIMPLE)]),
+        &json!({"config": {"x": 1}}),
+        "data.t.decision",
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    assert_ne!(a.digest(), c.digest(), "data is part of the digest");
+    let d = load(&[("t.rego", &SIMPLE.replace("\"no\"", "\"nope\""))]);
+    assert_ne!(a.digest(), d.digest());
+}
+
+#[test]
+fn a_new_set_replaces_the_thread_vm() {
+    let a = load(&[("t.rego", SIMPLE)]);
+    let b = load(&[("t.rego", &SIMPLE.replace("input.x == 1", "input.x == 2"))]);
+    let one = input(json!({"x": 1}));
+    assert_eq!(a.decide(one.clone()).outcome, Outcome::Deny);
+    assert_eq!(b.decide(one.clone()).outcome, Outcome::Allow);
+    assert_eq!(a.decide(one).outcome, Outcome::Deny);
+}
+
+#[test]
+fn embedded_pack_compiles_on_the_fast_path() {
+    let config = crate::config::Config::built_in(std::path::Path::new("/work/ws")).unwrap();
+    let set = PolicySet::load(
+        PolicyFiles::embedded(),
+        &config.policy_data(),
+        "data.portcullis.decision",
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    assert_eq!(set.mode(), &Mode::Compiled);
+    // An input with no facets is decided (allow), not a policy error.
+    let d = set.decide(input(
+        json!({"version": "portcullis/v1", "kind": "file", "via": "decide"}),
+    ));
+    assert_ne!(
+        d.reasons.first().map(|r| r.rule.as_str()),
+        Some(reason::POLICY_ERROR),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn embedded_pack_matches_the_policies_directory() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let from_dir = PolicyFiles::from_dir(&dir).unwrap();
+    let embedded = PolicyFiles::embedded();
+    let texts = |f: &PolicyFiles| -> Vec<String> {
+        f.modules
+            .iter()
+            .chain(&f.tests)
+            .chain(&f.data_files)
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+    assert_eq!(texts(&from_dir), texts(&embedded));
+}
