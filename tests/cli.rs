@@ -139,6 +139,25 @@ fn bad_input_is_refused_with_where_and_nothing_recorded() {
 }
 
 #[test]
+fn a_bad_first_line_is_reported_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = concat!(
+        r#"{"kind":"exec","via":"decide","exec":{"command":"ls"},"kind":"file"}"#,
+        "\n",
+        r#"{"kind":"exec","via":"decide","exec":{"command":"ls"}}"#,
+        "\n",
+    );
+    let out = run(dir.path(), &["policy", "eval"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("input line 1") && stderr(&out).contains("duplicate key \"kind\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn a_bad_line_stops_the_stream_after_the_good_ones() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");

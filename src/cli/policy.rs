@@ -204,7 +204,8 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let parsed = input::parse_value(&line);
-            if first && parsed.is_err() {
+            let incomplete = matches!(&parsed, Err(input::InputError::Json(e)) if e.is_eof());
+            if first && incomplete {
                 // Not JSON lines: the whole input is one (pretty-printed) document.
                 reader.read_to_end(&mut line)?;
                 let value = input::parse_value(&line).context("input")?;

@@ -383,6 +383,10 @@ impl PolicySet {
             let result = vm.execute().map_err(|e| e.to_string());
             // Drop the input now rather than holding it until the next decision.
             vm.set_input(RegoValue::Null);
+            if result.is_err() {
+                // A VM cut off mid-run (time or instruction limit) is not reused.
+                *slot = None;
+            }
             result
         })
     }
