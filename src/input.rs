@@ -44,10 +44,20 @@ pub enum InputError {
 
 /// Parse bytes as one strict JSON value.
 pub fn parse_value(bytes: &[u8]) -> Result<Value, InputError> {
-    if bytes.len() > MAX_DOCUMENT_BYTES {
+    parse_value_limited(bytes, MAX_DOCUMENT_BYTES, MAX_DEPTH)
+}
+
+/// Parse bytes as one strict JSON value within other limits (the audit reader's records hold
+/// an Action and more).
+pub fn parse_value_limited(
+    bytes: &[u8],
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<Value, InputError> {
+    if bytes.len() > max_bytes {
         return Err(InputError::TooLarge {
             size: bytes.len(),
-            limit: MAX_DOCUMENT_BYTES,
+            limit: max_bytes,
         });
     }
     // Checked up front so the error says what is wrong in plain words and where.
@@ -55,7 +65,11 @@ pub fn parse_value(bytes: &[u8]) -> Result<Value, InputError> {
         offset: e.valid_up_to(),
     })?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = Strict { depth: 0 }.deserialize(&mut de)?;
+    let value = Strict {
+        depth: 0,
+        max_depth,
+    }
+    .deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
@@ -88,8 +102,10 @@ pub fn action_from_value(value: Value) -> Result<Action, InputError> {
 }
 
 /// A seed that carries the current depth into nested values.
+#[derive(Clone, Copy)]
 struct Strict {
     depth: usize,
+    max_depth: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for Strict {
@@ -102,13 +118,15 @@ impl<'de> DeserializeSeed<'de> for Strict {
 
 impl Strict {
     fn nested<E: de::Error>(&self) -> Result<Strict, E> {
-        if self.depth >= MAX_DEPTH {
+        if self.depth >= self.max_depth {
             return Err(E::custom(format_args!(
-                "nesting deeper than {MAX_DEPTH} levels"
+                "nesting deeper than {} levels",
+                self.max_depth
             )));
         }
         Ok(Strict {
             depth: self.depth + 1,
+            max_depth: self.max_depth,
         })
     }
 }
@@ -158,7 +176,7 @@ impl<'de> Visitor<'de> for Strict {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let inner = self.nested()?;
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(Strict { depth: inner.depth })? {
+        while let Some(v) = seq.next_element_seed(inner)? {
             out.push(v);
         }
         Ok(Value::Array(out))
@@ -171,7 +189,7 @@ impl<'de> Visitor<'de> for Strict {
             if out.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
-            let v = map.next_value_seed(Strict { depth: inner.depth })?;
+            let v = map.next_value_seed(inner)?;
             out.insert(key, v);
         }
         Ok(Value::Object(out))

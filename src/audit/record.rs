@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditError;
@@ -63,11 +62,6 @@ pub(crate) enum LineFault {
     /// Well-formed, but the stored hash does not match the bytes.
     Altered(String),
 }
-
-/// A JSON value parsed with duplicate object keys rejected.
-struct StrictValue(Value);
-
-struct StrictVisitor;
 
 /// One line produced by [`LineReader`].
 #[derive(Debug, Clone, Copy)]
@@ -302,11 +296,11 @@ fn bad_field(key: &str, want: &str) -> LineFault {
     LineFault::Malformed(format!("field `{key}` is not {want}"))
 }
 
-/// Parses JSON, rejecting duplicate keys, invalid UTF-8 and lone surrogates.
+/// Parses JSON with the same strict rules as Action input (duplicate keys, invalid UTF-8,
+/// lone surrogates, numbers that do not fit), with room for the record around the Action.
 pub(crate) fn parse_strict(bytes: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice::<StrictValue>(bytes)
-        .map(|v| v.0)
-        .map_err(|e| format!("invalid JSON: {e}"))
+    crate::input::parse_value_limited(bytes, usize::MAX, crate::input::MAX_DEPTH + 8)
+        .map_err(|e| e.to_string())
 }
 
 // === impl LineFault ===
@@ -316,74 +310,6 @@ impl fmt::Display for LineFault {
         match self {
             LineFault::Malformed(d) | LineFault::Altered(d) => f.write_str(d),
         }
-    }
-}
-
-// === impl StrictValue ===
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-// === impl StrictVisitor ===
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number is not finite"))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut obj = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if obj.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key {key:?}")));
-            }
-            let StrictValue(v) = map.next_value()?;
-            obj.insert(key, v);
-        }
-        Ok(Value::Object(obj))
     }
 }
 
