@@ -30,7 +30,12 @@ const AUDIT_RECORDS: usize = 200_000;
 const EVAL_LINES: usize = 100_000;
 
 fn main() {
-    let ws = tempfile::tempdir().unwrap();
+    // Not tempfile's default `.tmpXXXX`: a dot directory looks like a hidden config dir to the
+    // pack's secret checks and would send every workspace path down the slow path.
+    let ws = tempfile::Builder::new()
+        .prefix("bench-ws")
+        .tempdir()
+        .unwrap();
     let root = ws.path().canonicalize().unwrap();
     let config = Config::built_in(&root).unwrap();
     let set = PolicySet::load(
