@@ -60,7 +60,7 @@ fn main() {
     for (name, raw) in actions(&root) {
         let mut action: Action = action_from_value(raw).unwrap();
         normalize(&mut action, &ctx).unwrap();
-        let input = to_input(&action);
+        let input = to_input(&action).unwrap();
         let outcome = set.decide(input.clone()).outcome;
         assert_eq!(
             outcome,
@@ -117,7 +117,7 @@ fn baseline_row(ctx: &Context, root: &Path) {
     for (_, raw) in actions(root) {
         let mut action: Action = action_from_value(raw).unwrap();
         normalize(&mut action, ctx).unwrap();
-        let input = to_input(&action);
+        let input = to_input(&action).unwrap();
         samples.extend(time(ITERATIONS / 4, || {
             std::hint::black_box(set.decide(input.clone()));
         }));
@@ -138,7 +138,7 @@ fn gate_row(set: &PolicySet, ctx: &Context, root: &Path) {
         samples.extend(time(ITERATIONS / 4, || {
             let mut a = action.clone();
             normalize(&mut a, ctx).unwrap();
-            std::hint::black_box(set.decide(to_input(&a)));
+            std::hint::black_box(set.decide(to_input(&a).unwrap()));
         }));
     }
     println!(

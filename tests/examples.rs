@@ -84,7 +84,7 @@ fn every_example_decides_as_documented() {
                 serde_json::from_value(ips.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
             set_resolved(http, &ips);
         }
-        let input = to_input(&action);
+        let input = to_input(&action).unwrap();
         let decision = set.decide(input.clone());
         assert_eq!(
             decision,

@@ -157,7 +157,7 @@ fn replay_one(set: &crate::policy::PolicySet, record: &Value) -> Result<Option<V
         .ok_or("record has no decision.outcome")?
         .to_string();
     let action = input::action_from_value(action).map_err(|e| format!("record {seq}: {e}"))?;
-    let decision = set.decide(to_input(&action));
+    let decision = set.decide(to_input(&action).map_err(|e| format!("record {seq}: {e}"))?);
     if decision.outcome.as_str() == old {
         return Ok(None);
     }

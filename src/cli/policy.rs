@@ -297,7 +297,10 @@ impl<'a> Evaluator<'a> {
     /// gives every deny, ask, label and redaction, not only the winning outcome's), and the
     /// normalized input the policy saw.
     fn explanation(&self, p: &Pending) -> Value {
-        let input = crate::gate::to_input(&p.action);
+        let input = match crate::gate::to_input(&p.action) {
+            Ok(input) => input,
+            Err(e) => return json!({"error": e}),
+        };
         // What is shown goes to a terminal or a file: mask secrets as the audit log does.
         let mut shown = serde_json::to_value(&p.action).unwrap_or(Value::Null);
         crate::normalize::mask_secrets(&mut shown);

@@ -76,8 +76,11 @@ impl Gate {
     pub fn decide(&self, mut action: Action) -> Result<Pending, GateError> {
         let start = Instant::now();
         self.normalize(&mut action)?;
-        let input = to_input(&action);
-        let decision = self.policy.decide(input);
+        let decision = match to_input(&action) {
+            Ok(input) => self.policy.decide(input),
+            // Never decide on a partial input: the policy could allow what it cannot see.
+            Err(e) => Decision::deny(reason::POLICY_ERROR, e, self.policy.digest()),
+        };
         let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         let receipt = self.audit.as_ref().map(|log| {
             let entry = audit_entry(&action, &decision, latency_us)?;
@@ -108,13 +111,10 @@ impl Gate {
 }
 
 /// The policy `input`: the Action as a regorus value.
-pub fn to_input(action: &Action) -> regorus::Value {
-    match serde_json::to_value(action) {
-        Ok(v) => regorus::Value::from(v),
-        // Serializing these plain types cannot fail; if it ever did, an empty input makes
-        // the policy deny (every allow needs facts), and the audit record shows the action.
-        Err(_) => regorus::Value::new_object(),
-    }
+pub fn to_input(action: &Action) -> Result<regorus::Value, String> {
+    serde_json::to_value(action)
+        .map(regorus::Value::from)
+        .map_err(|e| format!("cannot build the policy input: {e}"))
 }
 
 /// The audit body, with every secret value masked (DESIGN §7.5).
