@@ -211,3 +211,15 @@ fn embedded_pack_matches_the_policies_directory() {
     };
     assert_eq!(texts(&from_dir), texts(&embedded));
 }
+
+#[test]
+fn a_policy_set_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync + Clone>() {}
+    shared::<PolicySet>();
+    let set = load(&[("t.rego", SIMPLE)]);
+    let other = set.clone();
+    let d = std::thread::spawn(move || other.decide(input(json!({"x": 1}))))
+        .join()
+        .unwrap();
+    assert_eq!(d.outcome, Outcome::Deny);
+}
