@@ -37,6 +37,7 @@ pub struct Pending {
     pub action: Action,
     decision: Decision,
     receipt: Option<Result<Receipt, String>>,
+    latency_us: u64,
 }
 
 /// The audit record body for one decision (DESIGN §4).
@@ -86,19 +87,11 @@ impl Gate {
             let entry = audit_entry(&action, &decision, latency_us)?;
             log.submit(entry).map_err(|e| e.to_string())
         });
-        let decision_event = &decision;
-        tracing::info!(
-            action.id = %action.id,
-            action.kind = %action.kind,
-            decision.outcome = %decision_event.outcome,
-            decision.rule = decision_event.reasons.first().map(|r| r.rule.as_str()).unwrap_or(""),
-            latency_us,
-            "decision"
-        );
         Ok(Pending {
             action,
             decision,
             receipt,
+            latency_us,
         })
     }
 
@@ -149,17 +142,27 @@ impl Pending {
         &self.decision
     }
 
-    /// Wait for the audit record; release the decision only if it is durable.
+    /// Wait for the audit record; release the decision only if it is durable. Logs the one
+    /// structured event of this decision, with the outcome that is enforced.
     pub fn finish(self) -> Decision {
-        let digest = self.decision.policy_digest.clone();
-        match self.receipt {
+        let digest = &self.decision.policy_digest;
+        let decision = match self.receipt {
             None => self.decision,
             Some(Ok(receipt)) => match receipt.wait() {
                 Ok(_) => self.decision,
-                Err(e) => audit_unavailable(e.to_string(), &digest),
+                Err(e) => audit_unavailable(e.to_string(), digest),
             },
-            Some(Err(e)) => audit_unavailable(e, &digest),
-        }
+            Some(Err(e)) => audit_unavailable(e, digest),
+        };
+        tracing::info!(
+            action.id = %self.action.id,
+            action.kind = %self.action.kind,
+            decision.outcome = %decision.outcome,
+            decision.rule = decision.reasons.first().map(|r| r.rule.as_str()).unwrap_or(""),
+            latency_us = self.latency_us,
+            "decision"
+        );
+        decision
     }
 }
 
