@@ -62,10 +62,6 @@ impl Gate {
         &self.policy
     }
 
-    pub fn context(&self) -> &Context {
-        &self.ctx
-    }
-
     /// Normalize `action` in place (derived fields overwritten). Exposed so callers can show
     /// exactly what the policy will see.
     pub fn normalize(&self, action: &mut Action) -> Result<(), GateError> {
@@ -137,11 +133,6 @@ fn audit_entry(action: &Action, decision: &Decision, latency_us: u64) -> Result<
 // === impl Pending ===
 
 impl Pending {
-    /// The decision as it stands before durability (for logging only; do not enforce it).
-    pub fn provisional(&self) -> &Decision {
-        &self.decision
-    }
-
     /// Wait for the audit record; release the decision only if it is durable. Logs the one
     /// structured event of this decision, with the outcome that is enforced.
     pub fn finish(self) -> Decision {
