@@ -304,6 +304,15 @@ pub mod reason {
     pub const POLICY_ERROR: &str = "policy_error";
     pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
     pub const INVALID_ACTION: &str = "invalid_action";
+    /// A `[[limits]]` rate or a token budget is exhausted.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// An `ask` could not be parked because the approval queue is full.
+    pub const APPROVALS_FULL: &str = "approvals_full";
+    /// Resolutions of a parked `ask`.
+    pub const APPROVED: &str = "approval_approved";
+    pub const APPROVAL_DENIED: &str = "approval_denied";
+    pub const APPROVAL_TIMEOUT: &str = "approval_timeout";
+    pub const APPROVAL_CANCELLED: &str = "approval_cancelled";
 }
 
 // === impl Kind ===

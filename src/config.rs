@@ -5,6 +5,8 @@
 //! reach Rego as `data.config`, so the policy and the kernel limits of `portcullis run` read the
 //! same roots. Relative paths in a file are relative to that file's directory.
 
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::audit::Durability;
+use crate::gate::limits::{self, BudgetRule, LimitRule};
 use crate::normalize::path as npath;
 
 /// The file looked for in the working directory when no `--config` is given.
@@ -48,6 +51,13 @@ pub struct Config {
     pub workspace: WorkspaceConfig,
     pub network: NetworkConfig,
     pub audit: AuditSettings,
+    pub server: ServerConfig,
+    pub tls: Option<TlsConfig>,
+    pub identity: IdentityConfig,
+    pub limits: Vec<LimitRule>,
+    pub budgets: Vec<BudgetRule>,
+    pub sessions: SessionsConfig,
+    pub approvals: ApprovalsConfig,
 }
 
 /// Which policy set decides, and how long it may take.
@@ -85,6 +95,78 @@ pub struct AuditSettings {
     pub queue_capacity: usize,
 }
 
+/// Listeners and the bounds on what a peer may send (DESIGN §7.3).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request head; also how long an idle keep-alive connection
+    /// is kept.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request body once the head arrived.
+    pub body_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// How long connections may drain after SIGTERM/SIGINT before they are closed.
+    pub shutdown_grace: Duration,
+    /// Poll the policy directory for changes this often; `None` disables the watcher.
+    pub reload_poll: Option<Duration>,
+}
+
+/// Certificates for the gateway and admin listeners.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates signed by this CA identify agents (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    pub require_client_cert: bool,
+}
+
+/// Who may call: agents (API key hashes or client certificate names) and admins.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityConfig {
+    pub agents: Vec<AgentConfig>,
+    /// The agent a caller without credentials becomes; `None` means 401.
+    pub anonymous: Option<AgentConfig>,
+    pub admins: Vec<AdminConfig>,
+}
+
+/// One agent and its credentials. Only hashes of API keys are stored.
+#[derive(Debug, Clone, Default)]
+pub struct AgentConfig {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Lower-case hex sha256 of each accepted API key.
+    pub api_key_sha256: Vec<String>,
+    /// DNS name (or common name) of a client certificate signed by `tls.client_ca`.
+    pub client_cert: Option<String>,
+}
+
+/// One admin credential for the state-changing admin routes.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub id: String,
+    pub api_key_sha256: Vec<String>,
+}
+
+/// Bounds on session state.
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    pub max: usize,
+    pub ttl: Duration,
+}
+
+/// Bounds on parked `ask` decisions.
+#[derive(Debug, Clone)]
+pub struct ApprovalsConfig {
+    pub max_pending: usize,
+    pub timeout: Duration,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -96,6 +178,88 @@ struct RawConfig {
     network: RawNetwork,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    server: RawServer,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    agents: Vec<RawAgent>,
+    anonymous: Option<RawAnonymous>,
+    #[serde(default)]
+    admins: Vec<RawAdmin>,
+    #[serde(default)]
+    limits: Vec<LimitRule>,
+    #[serde(default)]
+    budgets: Vec<BudgetRule>,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    approvals: RawApprovals,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    max_connections: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_body_bytes: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+    reload_poll_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    #[serde(default)]
+    require_client_cert: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    api_key_sha256: Vec<String>,
+    client_cert: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnonymous {
+    id: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    id: String,
+    api_key_sha256: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    max: Option<usize>,
+    ttl_s: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    max_pending: Option<usize>,
+    timeout_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -220,8 +384,56 @@ impl Config {
         if queue_capacity == 0 {
             return Err(invalid("audit.queue_capacity", "must be at least 1".into()));
         }
+        let server = server_config(&raw.server).map_err(|(f, m)| invalid(&f, m))?;
+        let tls = raw.tls.map(|t| TlsConfig {
+            cert: resolve(&t.cert),
+            key: resolve(&t.key),
+            client_ca: t.client_ca.as_deref().map(resolve),
+            require_client_cert: t.require_client_cert,
+        });
+        if let Some(t) = &tls
+            && t.require_client_cert
+            && t.client_ca.is_none()
+        {
+            return Err(invalid(
+                "tls.require_client_cert",
+                "needs tls.client_ca to verify client certificates".into(),
+            ));
+        }
+        let identity = identity_config(raw.agents, raw.anonymous, raw.admins, tls.as_ref())
+            .map_err(|(f, m)| invalid(&f, m))?;
+        limits::validate(&raw.limits, &raw.budgets).map_err(|(f, m)| invalid(&f, m))?;
+        let sessions = SessionsConfig {
+            max: positive(raw.sessions.max.unwrap_or(10_000), "sessions.max")
+                .map_err(|(f, m)| invalid(&f, m))?,
+            ttl: Duration::from_secs(
+                positive(raw.sessions.ttl_s.unwrap_or(3_600), "sessions.ttl_s")
+                    .map_err(|(f, m)| invalid(&f, m))?,
+            ),
+        };
+        let approvals = ApprovalsConfig {
+            max_pending: positive(
+                raw.approvals.max_pending.unwrap_or(1_000),
+                "approvals.max_pending",
+            )
+            .map_err(|(f, m)| invalid(&f, m))?,
+            timeout: Duration::from_secs(
+                positive(
+                    raw.approvals.timeout_s.unwrap_or(300),
+                    "approvals.timeout_s",
+                )
+                .map_err(|(f, m)| invalid(&f, m))?,
+            ),
+        };
         Ok(Config {
             source,
+            server,
+            tls,
+            identity,
+            limits: raw.limits,
+            budgets: raw.budgets,
+            sessions,
+            approvals,
             policy: PolicyConfig {
                 dir: raw.policy.dir.as_deref().map(resolve),
                 entrypoint: raw
@@ -297,6 +509,214 @@ impl Config {
             ConfigSource::BuiltIn => "built-in default config".to_string(),
         }
     }
+}
+
+fn positive<T: PartialOrd + Default>(v: T, field: &str) -> Result<T, (String, String)> {
+    if v > T::default() {
+        Ok(v)
+    } else {
+        Err((field.to_string(), "must be at least 1".into()))
+    }
+}
+
+fn server_config(raw: &RawServer) -> Result<ServerConfig, (String, String)> {
+    let addr = |v: &Option<String>, default: &str, field: &str| {
+        let text = v.as_deref().unwrap_or(default);
+        text.parse::<SocketAddr>().map_err(|_| {
+            (
+                field.to_string(),
+                format!("{text:?} is not an IP:port address"),
+            )
+        })
+    };
+    let ms = |v: Option<u64>, default: u64, field: &str| {
+        positive(v.unwrap_or(default), field).map(Duration::from_millis)
+    };
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(16 * 1024);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        return Err((
+            "server.max_header_bytes".into(),
+            format!("{max_header_bytes} is not in 1024..=1048576"),
+        ));
+    }
+    let max_headers = raw.max_headers.unwrap_or(64);
+    if !(8..=1024).contains(&max_headers) {
+        return Err((
+            "server.max_headers".into(),
+            format!("{max_headers} is not in 8..=1024"),
+        ));
+    }
+    Ok(ServerConfig {
+        listen: addr(&raw.listen, "127.0.0.1:8080", "server.listen")?,
+        admin_listen: addr(&raw.admin_listen, "127.0.0.1:8081", "server.admin_listen")?,
+        max_connections: positive(
+            raw.max_connections.unwrap_or(1024),
+            "server.max_connections",
+        )?,
+        max_header_bytes,
+        max_headers,
+        max_body_bytes: positive(
+            raw.max_body_bytes
+                .unwrap_or(crate::input::MAX_DOCUMENT_BYTES),
+            "server.max_body_bytes",
+        )?,
+        header_timeout: ms(raw.header_timeout_ms, 10_000, "server.header_timeout_ms")?,
+        body_timeout: ms(raw.body_timeout_ms, 10_000, "server.body_timeout_ms")?,
+        handshake_timeout: ms(
+            raw.handshake_timeout_ms,
+            10_000,
+            "server.handshake_timeout_ms",
+        )?,
+        shutdown_grace: ms(raw.shutdown_grace_ms, 10_000, "server.shutdown_grace_ms")?,
+        reload_poll: match raw.reload_poll_ms {
+            Some(0) => None,
+            v => Some(ms(v, 1_000, "server.reload_poll_ms")?),
+        },
+    })
+}
+
+/// Agent ids and labels reach policy and logs, so keep them to a plain alphabet.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':'))
+}
+
+fn key_hashes(
+    hashes: &[String],
+    field: &str,
+    seen: &mut HashSet<String>,
+) -> Result<Vec<String>, (String, String)> {
+    let mut out = Vec::with_capacity(hashes.len());
+    for (i, h) in hashes.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let ok = h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok {
+            return Err((
+                f,
+                "is not a hex sha256 of an API key (64 hex digits; `printf %s KEY | sha256sum`)"
+                    .into(),
+            ));
+        }
+        let h = h.to_ascii_lowercase();
+        if !seen.insert(h.clone()) {
+            return Err((
+                f,
+                "this key hash is already given to another agent or admin".into(),
+            ));
+        }
+        out.push(h);
+    }
+    Ok(out)
+}
+
+fn identity_config(
+    agents: Vec<RawAgent>,
+    anonymous: Option<RawAnonymous>,
+    admins: Vec<RawAdmin>,
+    tls: Option<&TlsConfig>,
+) -> Result<IdentityConfig, (String, String)> {
+    let mut hashes = HashSet::new();
+    let mut ids = HashSet::new();
+    let mut certs = HashSet::new();
+    let mut out = IdentityConfig::default();
+    for (i, a) in agents.into_iter().enumerate() {
+        let field = format!("agents[{i}]");
+        if !valid_name(&a.id) {
+            return Err((
+                format!("{field}.id"),
+                format!(
+                    "{:?} is not a valid agent id (letters, digits, `-_.@:`, at most 128)",
+                    a.id
+                ),
+            ));
+        }
+        if !ids.insert(a.id.clone()) {
+            return Err((
+                format!("{field}.id"),
+                format!("agent {:?} is defined twice", a.id),
+            ));
+        }
+        for k in a.labels.keys() {
+            if !valid_name(k) {
+                return Err((
+                    format!("{field}.labels"),
+                    format!("{k:?} is not a valid label name"),
+                ));
+            }
+        }
+        let api_key_sha256 = key_hashes(
+            &a.api_key_sha256,
+            &format!("{field}.api_key_sha256"),
+            &mut hashes,
+        )?;
+        if let Some(name) = &a.client_cert {
+            if tls.is_none_or(|t| t.client_ca.is_none()) {
+                return Err((
+                    format!("{field}.client_cert"),
+                    "needs tls.client_ca to verify client certificates".into(),
+                ));
+            }
+            if !certs.insert(name.clone()) {
+                return Err((
+                    format!("{field}.client_cert"),
+                    format!("{name:?} is given to two agents"),
+                ));
+            }
+        }
+        if api_key_sha256.is_empty() && a.client_cert.is_none() {
+            return Err((
+                field,
+                "has no credential (api_key_sha256 or client_cert)".into(),
+            ));
+        }
+        out.agents.push(AgentConfig {
+            id: a.id,
+            labels: a.labels,
+            api_key_sha256,
+            client_cert: a.client_cert,
+        });
+    }
+    if let Some(a) = anonymous {
+        if !valid_name(&a.id) || !ids.insert(a.id.clone()) {
+            return Err((
+                "anonymous.id".into(),
+                format!("{:?} is not a valid, unused agent id", a.id),
+            ));
+        }
+        out.anonymous = Some(AgentConfig {
+            id: a.id,
+            labels: a.labels,
+            ..AgentConfig::default()
+        });
+    }
+    let mut admin_ids = HashSet::new();
+    for (i, a) in admins.into_iter().enumerate() {
+        let field = format!("admins[{i}]");
+        if !valid_name(&a.id) || !admin_ids.insert(a.id.clone()) {
+            return Err((
+                format!("{field}.id"),
+                format!("{:?} is not a valid, unused admin id", a.id),
+            ));
+        }
+        let api_key_sha256 = key_hashes(
+            &a.api_key_sha256,
+            &format!("{field}.api_key_sha256"),
+            &mut hashes,
+        )?;
+        if api_key_sha256.is_empty() {
+            return Err((
+                format!("{field}.api_key_sha256"),
+                "needs at least one key hash".into(),
+            ));
+        }
+        out.admins.push(AdminConfig {
+            id: a.id,
+            api_key_sha256,
+        });
+    }
+    Ok(out)
 }
 
 fn validate_host_pattern(h: &str) -> Result<(), String> {

@@ -1,6 +1,6 @@
 //! portcullis: a policy decision point on every path an autonomous agent uses to act.
 //!
-//! Imports flow one way (DESIGN §6): `cli → gate → {policy, audit, normalize} → action`.
+//! Imports flow one way (DESIGN §6): `cli → server → gate → {policy, audit, normalize} → action`.
 //! `policy`, `audit`, `normalize` and `action` know nothing about HTTP.
 
 pub mod action;
@@ -9,5 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod input;
+pub mod metrics;
 pub mod normalize;
 pub mod policy;
+pub mod server;

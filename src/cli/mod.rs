@@ -3,9 +3,12 @@
 //! Exit codes: 0 success, 1 a check failed (`policy test`, `audit verify`), 2 bad input,
 //! configuration or usage.
 
+mod approvals;
 mod audit;
+mod certs;
 mod config;
 mod policy;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +33,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the gateway: every listener in the configuration.
+    Serve(serve::ServeArgs),
+    /// List, approve and deny parked actions (talks to the admin API).
+    Approvals(approvals::ApprovalsArgs),
+    /// Create development certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Evaluate and test policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -61,6 +71,9 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Approvals(args) => approvals::run(args),
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Config(cmd) => config::run(cmd),
@@ -77,8 +90,10 @@ pub fn run(cli: Cli) -> ExitCode {
 fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second initialization (tests calling run twice) is harmless; ignore it.
     let _ = if json {

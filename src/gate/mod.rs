@@ -1,20 +1,37 @@
 //! The Gate: the one code path that normalizes an Action, evaluates policy and writes the audit
 //! record (DESIGN §1). Front ends and the CLI call it once per action and enforce what it says.
 //!
-//! A decision is released only once its audit record is durable ([`Pending::finish`]); if the
-//! record cannot be written the decision becomes a deny with reason `audit_unavailable`.
-//! Identity, limits, sessions and approvals join this pipeline with the gateway runtime.
+//! Two entry points share that path. [`Gate::decide`] decides an Action as given (the CLI,
+//! where `agent` and `session` come from the document). [`Gate::decide_for`] is the service
+//! path: it sets `agent` and `session` from the caller's credentials, charges rate limits,
+//! counts the action in its session and parks an `ask` for a human.
+//!
+//! A decision is released only once its audit record is durable ([`Pending::finish`],
+//! [`Pending::release`]); if the record cannot be written the decision becomes a deny with
+//! reason `audit_unavailable`.
 
+pub mod approvals;
+pub mod identity;
+pub mod limits;
+pub mod sessions;
+pub mod state;
+
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::action::{Action, Decision, reason};
+use crate::action::{Action, Decision, Outcome, Reason, reason};
 use crate::audit::{AuditLog, Entry, Receipt};
 use crate::input::InputError;
+use crate::metrics::Metrics;
 use crate::normalize::{self, Context, NormalizeError};
 use crate::policy::PolicySet;
+use approvals::{ApprovalError, Status, Ticket};
+use identity::Caller;
+use state::StateStore;
 
 /// Why an action was refused before it could be decided. Nothing is recorded for these.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +40,17 @@ pub enum GateError {
     Input(#[from] InputError),
     #[error("invalid action: {0}")]
     Normalize(#[from] NormalizeError),
+    #[error("{0} is set by the proxy from the caller's credentials; remove it from the action")]
+    Reserved(&'static str),
 }
 
-/// Normalization context, policy and (optionally) the audit log.
+/// Normalization context, policy, the audit log and (for the service) session state.
 pub struct Gate {
     ctx: Context,
-    policy: PolicySet,
+    policy: RwLock<PolicySet>,
     audit: Option<AuditLog>,
+    state: Option<Arc<dyn StateStore>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// A decided action whose audit record may still be on its way to disk.
@@ -38,6 +59,24 @@ pub struct Pending {
     decision: Decision,
     receipt: Option<Result<Receipt, String>>,
     latency_us: u64,
+    /// Set on the service path: where to learn and park.
+    service: Option<Service>,
+}
+
+struct Service {
+    state: Arc<dyn StateStore>,
+    metrics: Option<Arc<Metrics>>,
+    agent: String,
+    session: String,
+    /// The parked approval of an `ask`.
+    approval: Option<Ticket>,
+}
+
+/// What a front end enforces: the decision, and for a parked `ask` the approval to wait on.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub decision: Decision,
+    pub approval: Option<Ticket>,
 }
 
 /// The audit record body for one decision (DESIGN §4).
@@ -49,17 +88,80 @@ struct DecisionRecord<'a> {
     decision: &'a Decision,
     policy_digest: &'a str,
     latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_id: Option<&'a str>,
+}
+
+/// The audit record body for one approval resolution.
+#[derive(Serialize)]
+struct ApprovalRecord<'a> {
+    #[serde(rename = "type")]
+    record_type: &'static str,
+    approval_id: &'a str,
+    action_id: &'a str,
+    action_digest: &'a str,
+    agent: &'a str,
+    session: &'a str,
+    resolution: &'static str,
+    /// The admin who resolved it; empty for expiry and shutdown.
+    approver: &'a str,
+}
+
+/// Why an approval could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    #[error("the action digest does not match approval {0:?}: it is not the action you reviewed")]
+    DigestMismatch(String),
+    #[error("the resolution could not be recorded: {0}")]
+    Audit(String),
+    #[error("this gate has no approval queue")]
+    NoState,
 }
 
 // === impl Gate ===
 
 impl Gate {
     pub fn new(ctx: Context, policy: PolicySet, audit: Option<AuditLog>) -> Gate {
-        Gate { ctx, policy, audit }
+        Gate {
+            ctx,
+            policy: RwLock::new(policy),
+            audit,
+            state: None,
+            metrics: None,
+        }
     }
 
-    pub fn policy(&self) -> &PolicySet {
-        &self.policy
+    /// Keep sessions, limits and approvals in `state` (the service path).
+    pub fn with_state(mut self, state: Arc<dyn StateStore>, metrics: Arc<Metrics>) -> Gate {
+        self.state = Some(state);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The policy set in force now.
+    pub fn policy(&self) -> PolicySet {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Put `set` in force. Decisions already running finish on the set they started with.
+    pub fn replace_policy(&self, set: PolicySet) {
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+    }
+
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    pub fn state(&self) -> Option<&Arc<dyn StateStore>> {
+        self.state.as_ref()
     }
 
     /// Normalize `action` in place (derived fields overwritten). Exposed so callers can show
@@ -69,33 +171,276 @@ impl Gate {
         Ok(())
     }
 
-    /// Decide one action and enqueue its audit record. Call [`Pending::finish`] to release it.
+    /// Decide one action as given and enqueue its audit record. Call [`Pending::finish`] to
+    /// release it.
     pub fn decide(&self, mut action: Action) -> Result<Pending, GateError> {
         let start = Instant::now();
         self.normalize(&mut action)?;
-        let decision = match to_input(&action) {
-            Ok(input) => self.policy.decide(input),
-            // Never decide on a partial input: the policy could allow what it cannot see.
-            Err(e) => Decision::deny(reason::POLICY_ERROR, e, self.policy.digest()),
-        };
-        let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let receipt = self.audit.as_ref().map(|log| {
-            let entry = audit_entry(&action, &decision, latency_us)?;
-            log.submit(entry).map_err(|e| e.to_string())
-        });
-        Ok(Pending {
-            action,
-            decision,
-            receipt,
-            latency_us,
-        })
+        let policy = self.policy();
+        let decision = evaluate(&policy, &action);
+        Ok(self.record(action, decision, start, None))
     }
 
-    /// Decide and wait until the record is durable.
+    /// Decide and wait until the record is durable (synchronous callers).
     pub fn decide_now(&self, action: Action) -> Result<(Action, Decision), GateError> {
         let pending = self.decide(action)?;
         let action = pending.action.clone();
         Ok((action, pending.finish()))
+    }
+
+    /// The service path: `caller` and `session` come from credentials and headers, never from
+    /// the action. Rate limits are charged before the policy runs; an `ask` is parked.
+    pub fn decide_for(
+        &self,
+        caller: &Caller,
+        session: &str,
+        mut action: Action,
+    ) -> Result<Pending, GateError> {
+        let start = Instant::now();
+        if action.agent.is_some() {
+            return Err(GateError::Reserved("agent"));
+        }
+        if action.session.is_some() {
+            return Err(GateError::Reserved("session"));
+        }
+        let Some(state) = self.state.clone() else {
+            return self.decide(action);
+        };
+        self.normalize(&mut action)?;
+        let agent = caller.agent.id.as_str();
+        action.agent = Some(caller.agent.clone());
+        action.session = Some(state.session(agent, session));
+        let policy = self.policy();
+        let mut decision = match state.check_limits(agent, &action) {
+            Ok(()) => evaluate(&policy, &action),
+            Err(limited) => {
+                if let Some(m) = &self.metrics {
+                    m.rate_limited(&limited.rule);
+                }
+                let what = if limited.budget {
+                    "token budget"
+                } else {
+                    "rate limit"
+                };
+                Decision::deny(
+                    reason::RATE_LIMITED,
+                    format!(
+                        "{what} {:?} exhausted; retry in {} ms",
+                        limited.rule,
+                        limited.retry_after.as_millis()
+                    ),
+                    policy.digest(),
+                )
+            }
+        };
+        state.count(agent, session, action.kind);
+        let mut approval = None;
+        if decision.outcome == Outcome::Ask {
+            match state
+                .approvals()
+                .park(ticket(&action, &decision, agent, session), Instant::now())
+            {
+                Ok(t) => approval = Some(t),
+                Err(e) => {
+                    decision.tighten(
+                        Outcome::Deny,
+                        Reason {
+                            rule: reason::APPROVALS_FULL.into(),
+                            message: format!("cannot ask a human: {e}"),
+                        },
+                    );
+                }
+            }
+        }
+        let service = Service {
+            state,
+            metrics: self.metrics.clone(),
+            agent: agent.to_string(),
+            session: session.to_string(),
+            approval,
+        };
+        Ok(self.record(action, decision, start, Some(service)))
+    }
+
+    fn record(
+        &self,
+        action: Action,
+        decision: Decision,
+        start: Instant,
+        service: Option<Service>,
+    ) -> Pending {
+        let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let approval_id = service
+            .as_ref()
+            .and_then(|s| s.approval.as_ref())
+            .map(|t| t.id.as_str());
+        let receipt = self.audit.as_ref().map(|log| {
+            let entry = audit_entry(&action, &decision, latency_us, approval_id)?;
+            log.submit(entry).map_err(|e| e.to_string())
+        });
+        Pending {
+            action,
+            decision,
+            receipt,
+            latency_us,
+            service,
+        }
+    }
+
+    /// Approve or deny a parked action as `approver`. The resolution is recorded durably before
+    /// the waiting caller sees it; if it cannot be recorded the approval stays pending.
+    /// `digest`, when given, must be the digest of the action the approver reviewed.
+    pub async fn resolve(
+        &self,
+        id: &str,
+        approver: &str,
+        approve: bool,
+        digest: Option<&str>,
+    ) -> Result<Ticket, ResolveError> {
+        let state = self.state.as_ref().ok_or(ResolveError::NoState)?;
+        let queue = state.approvals();
+        let ticket = queue.claim(id)?;
+        if digest.is_some_and(|d| d != ticket.action_digest) {
+            queue.release(id);
+            return Err(ResolveError::DigestMismatch(id.to_string()));
+        }
+        let status = if approve {
+            Status::Approved {
+                by: approver.to_string(),
+            }
+        } else {
+            Status::Denied {
+                by: approver.to_string(),
+            }
+        };
+        if let Err(e) = self.record_resolution(&ticket, &status).await {
+            queue.release(id);
+            return Err(ResolveError::Audit(e));
+        }
+        if approve {
+            state.label(&ticket.agent, &ticket.session, &ticket.decision.labels);
+        }
+        queue.finish(id, status, Instant::now());
+        self.count_resolution();
+        Ok(ticket)
+    }
+
+    /// Deny every approval past its deadline (or every pending one, at shutdown). A resolution
+    /// that cannot be recorded still denies: that is the safe side.
+    pub async fn expire_approvals(&self, all: bool) -> usize {
+        let Some(state) = &self.state else { return 0 };
+        let due = state.approvals().claim_due(Instant::now(), all);
+        let status = if all {
+            Status::Cancelled
+        } else {
+            Status::Expired
+        };
+        for t in &due {
+            if let Err(e) = self.record_resolution(t, &status).await {
+                tracing::error!(approval.id = %t.id, audit.error = %e, "approval resolution not recorded");
+            }
+            state
+                .approvals()
+                .finish(&t.id, status.clone(), Instant::now());
+            self.count_resolution();
+        }
+        due.len()
+    }
+
+    fn count_resolution(&self) {
+        if let Some(m) = &self.metrics {
+            m.approvals_resolved
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    async fn record_resolution(&self, t: &Ticket, status: &Status) -> Result<(), String> {
+        let approver = match status {
+            Status::Approved { by } | Status::Denied { by } => by.as_str(),
+            _ => "",
+        };
+        let record = ApprovalRecord {
+            record_type: "approval",
+            approval_id: &t.id,
+            action_id: &t.action.id,
+            action_digest: &t.action_digest,
+            agent: &t.agent,
+            session: &t.session,
+            resolution: approvals::status_name(status),
+            approver,
+        };
+        tracing::info!(approval.id = %t.id, approval.resolution = record.resolution, approval.approver = approver, "approval resolved");
+        let Some(log) = &self.audit else {
+            return Ok(());
+        };
+        let entry = Entry::from_serialize(&record).map_err(|e| e.to_string())?;
+        let receipt = log.submit(entry).map_err(|e| e.to_string())?;
+        receipt
+            .durable()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What a resolved approval means for the action.
+pub fn resolved_decision(ask: &Decision, status: &Status) -> Option<Decision> {
+    let (outcome, rule, message) = match status {
+        Status::Pending => return None,
+        Status::Approved { by } => (
+            Outcome::Allow,
+            reason::APPROVED,
+            format!("approved by {by}"),
+        ),
+        Status::Denied { by } => (
+            Outcome::Deny,
+            reason::APPROVAL_DENIED,
+            format!("denied by {by}"),
+        ),
+        Status::Expired => (
+            Outcome::Deny,
+            reason::APPROVAL_TIMEOUT,
+            "nobody answered in time".into(),
+        ),
+        Status::Cancelled => (
+            Outcome::Deny,
+            reason::APPROVAL_CANCELLED,
+            "the service stopped".into(),
+        ),
+    };
+    let mut d = ask.clone();
+    d.outcome = outcome;
+    d.reasons.push(Reason {
+        rule: rule.into(),
+        message,
+    });
+    Some(d)
+}
+
+fn evaluate(policy: &PolicySet, action: &Action) -> Decision {
+    match to_input(action) {
+        Ok(input) => policy.decide(input),
+        // Never decide on a partial input: the policy could allow what it cannot see.
+        Err(e) => Decision::deny(reason::POLICY_ERROR, e, policy.digest()),
+    }
+}
+
+/// sha256 over the Action's JSON: what an approval is bound to.
+pub fn action_digest(action: &Action) -> String {
+    let bytes = serde_json::to_vec(action).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+fn ticket(action: &Action, decision: &Decision, agent: &str, session: &str) -> Ticket {
+    Ticket {
+        id: ulid::Ulid::new().to_string(),
+        agent: agent.to_string(),
+        session: session.to_string(),
+        action_digest: action_digest(action),
+        action: action.clone(),
+        decision: decision.clone(),
+        created: std::time::SystemTime::now(),
+        expires: std::time::SystemTime::now(),
     }
 }
 
@@ -107,13 +452,19 @@ pub fn to_input(action: &Action) -> Result<regorus::Value, String> {
 }
 
 /// The audit body, with every secret value masked (DESIGN §7.5).
-fn audit_entry(action: &Action, decision: &Decision, latency_us: u64) -> Result<Entry, String> {
+fn audit_entry(
+    action: &Action,
+    decision: &Decision,
+    latency_us: u64,
+    approval_id: Option<&str>,
+) -> Result<Entry, String> {
     let record = DecisionRecord {
         record_type: "decision",
         action,
         decision,
         policy_digest: &decision.policy_digest,
         latency_us,
+        approval_id,
     };
     let has_findings = action
         .content
@@ -133,27 +484,69 @@ fn audit_entry(action: &Action, decision: &Decision, latency_us: u64) -> Result<
 // === impl Pending ===
 
 impl Pending {
-    /// Wait for the audit record; release the decision only if it is durable. Logs the one
-    /// structured event of this decision, with the outcome that is enforced.
-    pub fn finish(self) -> Decision {
-        let digest = &self.decision.policy_digest;
-        let decision = match self.receipt {
-            None => self.decision,
-            Some(Ok(receipt)) => match receipt.wait() {
-                Ok(_) => self.decision,
-                Err(e) => audit_unavailable(e.to_string(), digest),
-            },
-            Some(Err(e)) => audit_unavailable(e, digest),
+    /// Block until the audit record is durable; release the decision only if it is. For
+    /// synchronous callers (the CLI); asynchronous code uses [`Pending::release`].
+    pub fn finish(mut self) -> Decision {
+        let written = match self.receipt.take() {
+            None => Ok(()),
+            Some(Ok(receipt)) => receipt.wait().map(|_| ()).map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e),
         };
+        self.settle(written).decision
+    }
+
+    /// Wait for the audit record without blocking the thread.
+    pub async fn release(mut self) -> Verdict {
+        let written = match self.receipt.take() {
+            None => Ok(()),
+            Some(Ok(receipt)) => receipt
+                .durable()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e),
+        };
+        self.settle(written)
+    }
+
+    /// The decision as it is enforced, and the one structured event that says so.
+    fn settle(self, written: Result<(), String>) -> Verdict {
+        let mut approval = None;
+        let decision = match written {
+            Ok(()) => {
+                if let Some(s) = &self.service {
+                    approval = s.approval.clone();
+                    if self.decision.outcome == Outcome::Allow {
+                        s.state.label(&s.agent, &s.session, &self.decision.labels);
+                    }
+                }
+                self.decision
+            }
+            Err(e) => {
+                // Nobody can have been told about an ask that was never recorded.
+                if let Some(s) = &self.service
+                    && let Some(t) = &s.approval
+                {
+                    s.state.approvals().forget(&t.id);
+                }
+                audit_unavailable(e, &self.decision.policy_digest)
+            }
+        };
+        if let Some(m) = self.service.as_ref().and_then(|s| s.metrics.as_ref()) {
+            m.decided(self.action.kind, &decision, self.latency_us);
+        }
         tracing::info!(
             action.id = %self.action.id,
             action.kind = %self.action.kind,
+            agent = self.service.as_ref().map(|s| s.agent.as_str()).unwrap_or(""),
+            session = self.service.as_ref().map(|s| s.session.as_str()).unwrap_or(""),
             decision.outcome = %decision.outcome,
             decision.rule = decision.reasons.first().map(|r| r.rule.as_str()).unwrap_or(""),
+            approval.id = approval.as_ref().map(|t| t.id.as_str()).unwrap_or(""),
             latency_us = self.latency_us,
             "decision"
         );
-        decision
+        Verdict { decision, approval }
     }
 }
 

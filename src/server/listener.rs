@@ -1,0 +1,177 @@
+//! One accept loop per listener: a cap on connections, the TLS handshake with a deadline,
+//! HTTP/1.1 with bounded heads, and a graceful drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::http::Body;
+use crate::config::ServerConfig;
+use crate::gate::identity::CertIdentity;
+use crate::metrics::Metrics;
+
+/// What a handler knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// The verified client certificate, on a mutual-TLS connection.
+    pub cert: Option<CertIdentity>,
+}
+
+/// Accept until `shutdown` turns true, then drain open connections for up to `grace` and
+/// close the rest.
+pub async fn run<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ServerConfig,
+    metrics: Arc<Metrics>,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = JoinSet::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
+        .half_close(false);
+    let http = Arc::new(http);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            a = listener.accept() => a,
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(listener = name, %peer, "connection cap reached; closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
+        let http = http.clone();
+        let handler = handler.clone();
+        let metrics = metrics.clone();
+        let mut stop = shutdown.clone();
+        let handshake = limits.handshake_timeout;
+        conns.spawn(async move {
+            let _permit = permit;
+            metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+            let served = async {
+                match tls {
+                    None => {
+                        let conn = Arc::new(Conn { peer, cert: None });
+                        serve(&http, TokioIo::new(stream), conn, handler, &metrics, name, &mut stop).await;
+                    }
+                    Some(acceptor) => {
+                        let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let cert = super::tls::peer_cert(stream.get_ref().1).map(|c| CertIdentity {
+                            fingerprint: c.fingerprint,
+                            names: c.dns_names.into_iter().chain(c.common_name).collect(),
+                        });
+                        let conn = Arc::new(Conn { peer, cert });
+                        serve(&http, TokioIo::new(stream), conn, handler, &metrics, name, &mut stop).await;
+                    }
+                }
+            };
+            served.await;
+            metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    let deadline = tokio::time::sleep(limits.shutdown_grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                tracing::warn!(listener = name, open = conns.len(), "drain deadline passed; closing connections");
+                conns.abort_all();
+                while conns.join_next().await.is_some() {}
+                break;
+            }
+            next = conns.join_next() => if next.is_none() { break },
+        }
+    }
+}
+
+async fn serve<I, H, F>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    conn: Arc<Conn>,
+    handler: H,
+    metrics: &Arc<Metrics>,
+    name: &'static str,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let metrics = metrics.clone();
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        let handler = handler.clone();
+        let metrics = metrics.clone();
+        async move {
+            let start = Instant::now();
+            let resp = handler(req, conn).await;
+            let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            metrics.http(name, resp.status().as_u16(), us);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let connection = http.serve_connection(io, svc);
+    tokio::pin!(connection);
+    tokio::select! {
+        r = connection.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(listener = name, error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.changed() => {
+            // Finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            if let Err(e) = connection.await {
+                tracing::debug!(listener = name, error = %e, "connection ended with an error during drain");
+            }
+        }
+    }
+}
