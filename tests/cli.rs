@@ -401,3 +401,52 @@ fn an_unwritable_audit_log_is_an_error_before_any_decision() {
     assert!(out.stdout.is_empty());
     assert!(stderr(&out).contains("audit.jsonl"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_example_config_of_the_readme_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("portcullis.example.toml");
+    let out = run(
+        dir.path(),
+        &["config", "check", "--config", example.to_str().unwrap()],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("gateway: http://127.0.0.1:8080, admin: http://127.0.0.1:8081"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agents: 1, admins: 1, limits: 1, budgets: 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn certs_init_writes_private_keys_0600_and_ignores_them_in_git() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["certs", "init", "--dir", "c", "--client", "bot"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for key in ["ca.key", "server.key", "client-bot.key"] {
+        let mode = std::fs::metadata(dir.path().join("c").join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let ignore = std::fs::read_to_string(dir.path().join("c/.gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "*.key"), "{ignore}");
+    // A second run keeps what exists.
+    let out = run(dir.path(), &["certs", "init", "--dir", "c"], b"");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kept"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -30,6 +30,32 @@ pub fn run(cmd: ConfigCommand) -> Result<ExitCode, Failure> {
             );
             println!("workspace roots: {:?}", config.workspace.roots);
             println!("audit: {}", config.audit.path.display());
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            println!(
+                "gateway: {scheme}://{}, admin: {scheme}://{}{}",
+                config.server.listen,
+                config.server.admin_listen,
+                match &config.tls {
+                    Some(t) if t.require_client_cert => ", client certificates required",
+                    Some(t) if t.client_ca.is_some() => ", client certificates accepted",
+                    _ => "",
+                }
+            );
+            println!(
+                "agents: {}{}, admins: {}, limits: {}, budgets: {}",
+                config.identity.agents.len(),
+                match &config.identity.anonymous {
+                    Some(a) => format!(" (+ anonymous as {:?})", a.id),
+                    None => String::new(),
+                },
+                config.identity.admins.len(),
+                config.limits.len(),
+                config.budgets.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -234,6 +234,13 @@ impl Gate {
             }
         };
         state.count(agent, session, action.kind);
+        // Model usage feeds the token budgets, whatever is decided: the tokens were spent.
+        if action.kind == crate::action::Kind::ModelResponse
+            && let Some(m) = &action.model
+        {
+            let tokens = m.usage.input_tokens.saturating_add(m.usage.output_tokens);
+            state.charge_tokens(agent, tokens);
+        }
         let mut approval = None;
         if decision.outcome == Outcome::Ask {
             match state
