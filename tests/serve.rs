@@ -1011,3 +1011,135 @@ fn required_client_certificates_are_enforced_in_the_handshake() {
     );
     assert_eq!(code, 200);
 }
+
+#[test]
+fn decisions_during_reloads_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    small_pack(&dir.path().join("pol"));
+    let s = Server::start_in(dir, "", "[policy]\ndir = \"pol\"\n");
+    let gateway = s.gateway.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = std::thread::spawn(move || {
+        // One keep-alive connection, so requests are in flight while the set is swapped.
+        let mut c = TcpStream::connect(host(&gateway)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = exec("rm -rf /").to_string();
+        let req = format!(
+            "POST /v1/decide HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {AGENT_KEY}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut reader = BufReader::new(c.try_clone().unwrap());
+        let mut n = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
+            c.write_all(req.as_bytes()).unwrap();
+            let mut status = String::new();
+            reader.read_line(&mut status).unwrap();
+            assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut b = vec![0; len];
+            reader.read_exact(&mut b).unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["outcome"], "deny", "{v}");
+            n += 1;
+        }
+        n
+    });
+    for i in 0..5 {
+        std::fs::write(s.path("pol/extra.json"), format!("{{\"round\": {i}}}")).unwrap();
+        let (code, v) = s.admin_post("/v1/policy/reload", "");
+        assert_eq!(code, 200, "{v}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(load.join().unwrap() > 0);
+}
+
+#[test]
+fn json_logs_carry_one_event_per_decision_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    std::fs::create_dir_all(dir.path().join("audit")).unwrap();
+    std::fs::write(dir.path().join("portcullis.toml"), config("", "")).unwrap();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--config",
+            "portcullis.toml",
+            "--log",
+            "portcullis=info",
+            "--log-json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let gateway = line.trim().rsplit(' ').next().unwrap().to_string();
+    let secret = "AKIAIOSFODNN7EXAMPLE";
+    let body = json!({"kind": "exec", "via": "decide", "exec": {"command": format!("aws configure set aws_access_key_id {secret}")}});
+    let (code, _) = curl(
+        &format!("{gateway}/v1/decide"),
+        &[
+            "-H".into(),
+            format!("authorization: Bearer {AGENT_KEY}"),
+            "--data-binary".into(),
+            body.to_string(),
+        ],
+    );
+    assert_eq!(code, 200);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8(output.stderr).unwrap();
+    let events: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decisions: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "decision")
+        .collect();
+    assert_eq!(decisions.len(), 1, "{logs}");
+    assert_eq!(decisions[0]["fields"]["agent"], "builder-bot");
+    assert!(!logs.contains(secret), "a secret reached the log: {logs}");
+    let audit = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    assert!(!audit.contains(secret), "a secret reached the audit log");
+}
+
+#[test]
+fn shutdown_closes_connections_that_outlive_the_grace_period() {
+    let mut s = Server::start_in(
+        tempfile::tempdir().unwrap(),
+        "shutdown_grace_ms = 200\nbody_timeout_ms = 120000",
+        "",
+    );
+    let mut c = TcpStream::connect(host(&s.gateway)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // A request whose body never finishes: without the forced close it would get a 408 only
+    // after body_timeout_ms.
+    c.write_all(format!("POST /v1/decide HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {AGENT_KEY}\r\ncontent-length: 100\r\n\r\n{{").as_bytes()).unwrap();
+    // A full request on a second connection shows the first one has been taken by the server.
+    assert_eq!(curl(&format!("{}/healthz", s.gateway), &[]).0, 200);
+    assert_eq!(s.sigterm().code(), Some(0));
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).unwrap();
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+}
