@@ -816,6 +816,70 @@ mod tests {
     }
 
     #[test]
+    fn gateway_sections_are_validated_with_field_paths() {
+        let h = "a".repeat(64);
+        for (text, field) in [
+            ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+            ("[server]\nmax_headers = 2\n", "server.max_headers"),
+            (
+                "[server]\nmax_header_bytes = 10\n",
+                "server.max_header_bytes",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nbogus = 1\n", "server"),
+            (
+                &format!("[[agents]]\nid = \"a b\"\napi_key_sha256 = [\"{h}\"]\n"),
+                "agents[0].id",
+            ),
+            (
+                "[[agents]]\nid = \"a\"\napi_key_sha256 = [\"short\"]\n",
+                "agents[0].api_key_sha256[0]",
+            ),
+            ("[[agents]]\nid = \"a\"\n", "agents[0]"),
+            (
+                &format!(
+                    "[[agents]]\nid = \"a\"\napi_key_sha256 = [\"{h}\"]\n[[agents]]\nid = \"a\"\napi_key_sha256 = [\"{}\"]\n",
+                    "b".repeat(64)
+                ),
+                "agents[1].id",
+            ),
+            (
+                &format!(
+                    "[[agents]]\nid = \"a\"\napi_key_sha256 = [\"{h}\"]\n[[admins]]\nid = \"x\"\napi_key_sha256 = [\"{h}\"]\n"
+                ),
+                "admins[0].api_key_sha256[0]",
+            ),
+            (
+                "[[agents]]\nid = \"a\"\nclient_cert = \"a\"\n",
+                "agents[0].client_cert",
+            ),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\nrequire_client_cert = true\n",
+                "tls.require_client_cert",
+            ),
+            ("[[limits]]\nrate = 0\nper = \"second\"\n", "limits[0]"),
+            ("[sessions]\nmax = 0\n", "sessions.max"),
+            ("[approvals]\ntimeout_s = 0\n", "approvals.timeout_s"),
+        ] {
+            let e = Config::parse(text, Path::new("/c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let ok = Config::parse(
+            &format!(
+                "[[agents]]\nid = \"bot\"\napi_key_sha256 = [\"{}\"]\n[anonymous]\nid = \"anon\"\n",
+                "A".repeat(64)
+            ),
+            Path::new("/c.toml"),
+        )
+        .unwrap();
+        // Hashes are stored lower-case, as `key_digest` produces them.
+        assert_eq!(ok.identity.agents[0].api_key_sha256[0], "a".repeat(64));
+        assert_eq!(ok.identity.anonymous.unwrap().id, "anon");
+    }
+
+    #[test]
     fn built_in_defaults_are_valid() {
         let c = Config::built_in(Path::new("/work")).unwrap();
         assert_eq!(c.source, ConfigSource::BuiltIn);
