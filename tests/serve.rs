@@ -296,6 +296,13 @@ fn decide_allows_denies_and_records_each_decision_once() {
     );
     assert_eq!(records[1]["decision"]["outcome"], "deny");
     assert_eq!(records[1]["action"]["id"], v["id"]);
+    // The admin audit query filters the same records.
+    let (code, q) = s.admin_get("/v1/audit?outcome=deny&agent=builder-bot");
+    assert_eq!(code, 200, "{q}");
+    assert_eq!(q["records"].as_array().unwrap().len(), 1, "{q}");
+    assert_eq!(q["records"][0]["action"]["id"], v["id"]);
+    assert_eq!(s.admin_get("/v1/audit?since=yesterday").0, 400);
+    assert_eq!(curl(&format!("{}/v1/audit", s.admin), &[]).0, 401);
     assert_eq!(s.sigterm().code(), Some(0));
     s.verify_audit();
 }

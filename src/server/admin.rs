@@ -43,7 +43,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _conn: Arc<Conn>) -> 
                 _ => Err(HttpError::not_found()),
             }
         }
-        (&Method::GET, "/v1/audit") => admin(&app, &req).and_then(|_| audit_query(&app, &req)),
+        (&Method::GET, "/v1/audit") => match admin(&app, &req) {
+            Ok(_) => audit_query(&app, &req).await,
+            Err(e) => Err(e),
+        },
         (&Method::POST, "/v1/policy/reload") => match admin(&app, &req) {
             Ok(who) => reload(&app, &who).await,
             Err(e) => Err(e),
@@ -187,7 +190,7 @@ async fn resolve(
     }
 }
 
-fn audit_query(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+async fn audit_query(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
     let mut filter = Filter::default();
     if let Some(q) = req.uri().query() {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
@@ -228,18 +231,22 @@ fn audit_query(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Htt
             .unwrap_or(MAX_AUDIT_RECORDS)
             .min(MAX_AUDIT_RECORDS),
     );
-    let mut records: Vec<Value> = Vec::new();
-    audit::query(&app.config.audit.path, &filter, &mut |r| {
-        records.push(r.clone());
-        Ok(())
+    // Reading the log is file I/O that can take a while: keep it off the request workers.
+    let path = app.config.audit.path.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut records: Vec<Value> = Vec::new();
+        audit::query(&path, &filter, &mut |r| {
+            records.push(r.clone());
+            Ok(())
+        })
+        .map(|_| records)
+        .map_err(|e| e.to_string())
     })
-    .map_err(|e| {
-        HttpError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "audit_error",
-            e.to_string(),
-        )
-    })?;
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let records =
+        read.map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "audit_error", e))?;
     Ok(http::json(StatusCode::OK, &json!({ "records": records })))
 }
 
