@@ -338,6 +338,14 @@ fn credentials_are_required_and_never_taken_from_the_body() {
     let mut forged = read_file("a");
     forged["session"] = json!({"id": "x", "labels": []});
     assert_eq!(s.decide(Some(AGENT_KEY), None, &forged).0, 400);
+    let mut bad_id = read_file("a");
+    bad_id["id"] = json!("line\nbreak");
+    let (code, v) = s.decide(Some(AGENT_KEY), None, &bad_id);
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().starts_with("id:"),
+        "{v}"
+    );
     let (code, v) = s.decide(Some(AGENT_KEY), Some("bad session!"), &body);
     assert_eq!(code, 400, "{v}");
     // Nothing refused above was recorded.
@@ -454,11 +462,24 @@ fn ask_is_parked_then_approved_through_the_cli() {
 #[test]
 fn ask_denied_by_admin_and_waiting_caller_sees_it() {
     let s = Server::start("");
-    let (_, v) = s.decide(Some(AGENT_KEY), None, &exec("eval \"$X\""));
+    let secret = "AKIAIOSFODNN7EXAMPLE";
+    let (_, v) = s.decide(
+        Some(AGENT_KEY),
+        None,
+        &exec(&format!("eval \"$X\" {secret}")),
+    );
     let id = v["approval"]["id"].as_str().unwrap().to_string();
     let (code, list) = s.admin_get("/v1/approvals");
     assert_eq!(code, 200);
     assert_eq!(list["approvals"][0]["id"], id.as_str());
+    // Approvers see secrets masked, as the audit log stores them.
+    assert!(!list.to_string().contains(secret), "{list}");
+    assert!(
+        !s.admin_get(&format!("/v1/approvals/{id}"))
+            .1
+            .to_string()
+            .contains(secret)
+    );
     // Admin routes need the admin key.
     let (code, _) = curl(&format!("{}/v1/approvals", s.admin), &[]);
     assert_eq!(code, 401);
@@ -1149,4 +1170,27 @@ fn shutdown_closes_connections_that_outlive_the_grace_period() {
     let mut buf = Vec::new();
     c.read_to_end(&mut buf).unwrap();
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+}
+
+#[test]
+fn a_remote_admin_listener_without_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("audit")).unwrap();
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        config("admin_listen = \"0.0.0.0:0\"", ""),
+    )
+    .unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["serve", "--config", "portcullis.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.admin_listen") && err.contains("clear text"),
+        "{err}"
+    );
 }

@@ -42,6 +42,8 @@ pub enum GateError {
     Normalize(#[from] NormalizeError),
     #[error("{0} is set by the proxy from the caller's credentials; remove it from the action")]
     Reserved(&'static str),
+    #[error("id: must be 1 to 128 characters of letters, digits and `-_.:` (or absent)")]
+    BadId,
 }
 
 /// Normalization context, policy, the audit log and (for the service) session state.
@@ -51,6 +53,8 @@ pub struct Gate {
     audit: Option<AuditLog>,
     state: Option<Arc<dyn StateStore>>,
     metrics: Option<Arc<Metrics>>,
+    /// Set at shutdown: no new approvals are parked, since nobody would resolve them.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A decided action whose audit record may still be on its way to disk.
@@ -130,6 +134,7 @@ impl Gate {
             audit,
             state: None,
             metrics: None,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -203,6 +208,11 @@ impl Gate {
         if action.session.is_some() {
             return Err(GateError::Reserved("session"));
         }
+        // The id reaches logs and lookups: keep it short and plain.
+        let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        if action.id.len() > 128 || !action.id.bytes().all(plain) {
+            return Err(GateError::BadId);
+        }
         let Some(state) = self.state.clone() else {
             return self.decide(action);
         };
@@ -242,6 +252,17 @@ impl Gate {
             state.charge_tokens(agent, tokens);
         }
         let mut approval = None;
+        if decision.outcome == Outcome::Ask
+            && self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            decision.tighten(
+                Outcome::Deny,
+                Reason {
+                    rule: reason::APPROVAL_CANCELLED.into(),
+                    message: "the service is stopping and cannot ask a human".into(),
+                },
+            );
+        }
         if decision.outcome == Outcome::Ask {
             match state
                 .approvals()
@@ -330,6 +351,12 @@ impl Gate {
         queue.finish(id, status, Instant::now());
         self.count_resolution();
         Ok(ticket)
+    }
+
+    /// Stop parking approvals (shutdown); asks are denied from now on.
+    pub fn stop_asking(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Deny every approval past its deadline (or every pending one, at shutdown). A resolution
@@ -438,14 +465,31 @@ pub fn action_digest(action: &Action) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
+/// What approvers see: secret values masked, as in the audit log (policy messages may quote
+/// the command). The digest is still over the real action.
+fn masked<T: Serialize + serde::de::DeserializeOwned + Clone>(action: &Action, item: &T) -> T {
+    let has_findings = action
+        .content
+        .as_ref()
+        .is_some_and(|c| !c.findings.is_empty());
+    if !has_findings {
+        return item.clone();
+    }
+    let Ok(mut value) = serde_json::to_value(item) else {
+        return item.clone();
+    };
+    normalize::mask_secrets(&mut value);
+    serde_json::from_value(value).unwrap_or_else(|_| item.clone())
+}
+
 fn ticket(action: &Action, decision: &Decision, agent: &str, session: &str) -> Ticket {
     Ticket {
         id: ulid::Ulid::new().to_string(),
         agent: agent.to_string(),
         session: session.to_string(),
         action_digest: action_digest(action),
-        action: action.clone(),
-        decision: decision.clone(),
+        action: masked(action, action),
+        decision: masked(action, decision),
         created: std::time::SystemTime::now(),
         expires: std::time::SystemTime::now(),
     }

@@ -138,7 +138,7 @@ struct ResolveBody {
 }
 
 async fn resolve(
-    app: &App,
+    app: &Arc<App>,
     req: Request<Incoming>,
     id: String,
     approve: bool,

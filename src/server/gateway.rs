@@ -123,7 +123,15 @@ async fn decide(
         .decide_for(&caller, &session, action)
         .map_err(|e: GateError| HttpError::bad_request(e.to_string()))?;
     let action_id = pending.action.id.clone();
-    let verdict = pending.release().await;
+    // Spawned, so that the record, the session labels and the metrics are settled even if
+    // the client disconnects while the audit record is on its way to disk.
+    let verdict = tokio::spawn(pending.release()).await.map_err(|e| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("decision task failed: {e}"),
+        )
+    })?;
     let mut decision = verdict.decision;
     let mut status = Status::Pending;
     if let Some(t) = &verdict.approval

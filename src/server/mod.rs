@@ -42,6 +42,8 @@ pub enum ServeError {
     },
     #[error("policy: {0}")]
     Policy(String),
+    #[error("{0}")]
+    Config(String),
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
     #[error("tls: {0}")]
@@ -132,8 +134,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let gw = bind("gateway", config.server.listen).await?;
     let adm = bind("admin", config.server.admin_listen).await?;
-    if !config.server.admin_listen.ip().is_loopback() {
-        tracing::warn!(addr = %config.server.admin_listen, "the admin listener is not on loopback");
+    // Admin keys in clear text across a network would hand out approvals.
+    if !config.server.admin_listen.ip().is_loopback() && config.tls.is_none() {
+        return Err(ServeError::Config(format!(
+            "server.admin_listen {} is not loopback and [tls] is not configured: admin keys would cross the network in clear text",
+            config.server.admin_listen
+        )));
     }
     let app = Arc::new(App {
         approval_timeout: config.approvals.timeout,
@@ -219,13 +225,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 impl Running {
     /// Stop accepting, cancel approvals, drain, close the audit log.
     pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.app.gate.stop_asking();
         let _ = self.stop.send(true);
-        let cancelled = self.app.gate.expire_approvals(true).await;
-        if cancelled > 0 {
-            tracing::info!(cancelled, "pending approvals cancelled");
-        }
+        let mut cancelled = self.app.gate.expire_approvals(true).await;
         for t in self.tasks {
             let _ = t.await;
+        }
+        // Anything parked by a request that was already past the check above.
+        cancelled += self.app.gate.expire_approvals(true).await;
+        if cancelled > 0 {
+            tracing::info!(cancelled, "pending approvals cancelled");
         }
         if let Some(audit) = self.app.gate.audit().cloned() {
             // Handlers are gone; closing writes and syncs what is still queued.
@@ -373,7 +382,10 @@ async fn watch_policy(
             _ = stop.changed() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let now = fingerprint(&dir);
+        let walk = dir.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&walk)).await else {
+            continue;
+        };
         if now != seen {
             seen = now;
             let _ = app.reload("file change").await;
