@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod normalize;
 pub mod policy;
 pub mod server;
+mod sync;

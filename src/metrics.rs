@@ -4,6 +4,7 @@
 //! listener exposes. Label sets that a policy controls (rule ids) are bounded; beyond the bound
 //! they are counted under `rule="other"`.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -354,10 +355,6 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

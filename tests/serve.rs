@@ -95,6 +95,10 @@ impl Server {
     }
 
     fn start_in(dir: tempfile::TempDir, server: &str, extra: &str) -> Server {
+        Server::start_with(dir, server, extra, &[])
+    }
+
+    fn start_with(dir: tempfile::TempDir, server: &str, extra: &str, flags: &[&str]) -> Server {
         std::fs::create_dir_all(dir.path().join("ws")).unwrap();
         std::fs::create_dir_all(dir.path().join("audit")).unwrap();
         std::fs::write(dir.path().join("portcullis.toml"), config(server, extra)).unwrap();
@@ -107,6 +111,7 @@ impl Server {
                 "--log",
                 "portcullis=info",
             ])
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -1094,32 +1099,11 @@ fn decisions_during_reloads_never_fail() {
 
 #[test]
 fn json_logs_carry_one_event_per_decision_and_no_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
-    std::fs::create_dir_all(dir.path().join("audit")).unwrap();
-    std::fs::write(dir.path().join("portcullis.toml"), config("", "")).unwrap();
-    let mut child = bin()
-        .current_dir(dir.path())
-        .args([
-            "serve",
-            "--config",
-            "portcullis.toml",
-            "--log",
-            "portcullis=info",
-            "--log-json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let gateway = line.trim().rsplit(' ').next().unwrap().to_string();
+    let mut s = Server::start_with(tempfile::tempdir().unwrap(), "", "", &["--log-json"]);
     let secret = "AKIAIOSFODNN7EXAMPLE";
     let body = json!({"kind": "exec", "via": "decide", "exec": {"command": format!("aws configure set aws_access_key_id {secret}")}});
     let (code, _) = curl(
-        &format!("{gateway}/v1/decide"),
+        &format!("{}/v1/decide", s.gateway),
         &[
             "-H".into(),
             format!("authorization: Bearer {AGENT_KEY}"),
@@ -1128,15 +1112,9 @@ fn json_logs_carry_one_event_per_decision_and_no_secrets() {
         ],
     );
     assert_eq!(code, 200);
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = child.wait_with_output().unwrap();
-    let logs = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(s.sigterm().code(), Some(0));
+    // The server has exited, so its log ends; the drain thread has sent every line.
+    let logs: String = std::iter::from_fn(|| s.log.recv().ok()).collect();
     let events: Vec<Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -1148,7 +1126,7 @@ fn json_logs_carry_one_event_per_decision_and_no_secrets() {
     assert_eq!(decisions.len(), 1, "{logs}");
     assert_eq!(decisions[0]["fields"]["agent"], "builder-bot");
     assert!(!logs.contains(secret), "a secret reached the log: {logs}");
-    let audit = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(s.path("audit/audit.jsonl")).unwrap();
     assert!(!audit.contains(secret), "a secret reached the audit log");
 }
 

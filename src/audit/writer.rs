@@ -5,12 +5,13 @@
 //! The writer thread blocks for the first message, drains up to `max_batch` more, formats them
 //! into one buffer, writes it with one `write_all`, syncs it once and then answers every receipt.
 
+use crate::sync::lock;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -287,11 +288,6 @@ impl Handle {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The data behind these mutexes stays consistent at every point, so poisoning is harmless.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // === impl Receipt ===

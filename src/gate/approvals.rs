@@ -5,6 +5,7 @@
 //! when it is full the Gate denies instead of parking. Resolved entries stay visible for a while
 //! so a caller polling `GET /v1/approvals/{id}` learns the outcome, within the same bound.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -238,12 +239,8 @@ pub fn status_name(s: &Status) -> &'static str {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every update leaves the map consistent, so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+/// RFC 3339 with milliseconds, UTC: how every time in the API is written.
+pub(crate) fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     let t: chrono::DateTime<chrono::Utc> = (*t).into();
     s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }

@@ -10,10 +10,11 @@
 //! budget: bucket refilled to capacity) are dropped to make room; if none can go, the new key
 //! is refused (fail closed) rather than admitted untracked. Keys already present are unaffected.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock, Reference};
@@ -505,12 +506,6 @@ fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     rest.ends_with(last)
-}
-
-/// A panic while holding one of these locks cannot leave a map half-updated, so a poisoned
-/// lock is still safe to use.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

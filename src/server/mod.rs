@@ -11,6 +11,7 @@ pub mod http;
 pub mod listener;
 pub mod tls;
 
+use crate::sync::lock;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -413,14 +414,7 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-pub(crate) fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let t: chrono::DateTime<chrono::Utc> = (*t).into();
-    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
+pub(crate) use crate::gate::approvals::rfc3339;
 
 fn opt_rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
