@@ -18,9 +18,10 @@ test_changed_description_asks if {
 	contains(r.message, "fs/write_file")
 }
 
-test_changed_description_in_tool_list_asks if {
-	a := data.portcullis.tools.ask with input as {"kind": "tool_list", "via": "mcp", "tool": {"server": "fs", "name": "write_file", "arguments": {}, "description_digest": "sha256:bbbb", "pinned_digest": "sha256:aaaa"}} with data.config as cfg
-	"tools.description_changed" in ids(a)
+test_changed_description_in_tool_list_is_shown_not_asked if {
+	# Listing a changed tool is harmless; calling it asks (above).
+	d := data.portcullis.decision with input as {"kind": "tool_list", "via": "mcp", "tool": {"server": "fs", "name": "write_file", "arguments": {}, "description_digest": "sha256:bbbb", "pinned_digest": "sha256:aaaa"}} with data.config as cfg
+	d.outcome == "allow"
 }
 
 test_pinned_description_unchanged_does_not_ask if {
@@ -53,9 +54,53 @@ test_secret_in_tool_call_not_redacted_by_tools if {
 	count(l) == 0
 }
 
-test_non_secret_findings_not_redacted if {
-	r := data.portcullis.tools.redact with input as {"kind": "tool_result", "via": "mcp", "tool": {"server": "fs", "name": "read_file", "arguments": {}}, "content": {"findings": [{"kind": "invisible_unicode", "type": "tag_characters", "where": "content.text", "start": 0, "end": 4}]}} with data.config as cfg
-	count(r) == 0
+test_invisible_unicode_in_tool_result_redacted if {
+	r := data.portcullis.tools.redact with input as {"kind": "tool_result", "via": "mcp", "tool": {"server": "fs", "name": "read_file", "arguments": {}}, "content": {"findings": [{"kind": "invisible_unicode", "type": "tag_characters", "where": "result.content[0].text", "start": 0, "end": 4}]}} with data.config as cfg
+	r == {{"where": "result.content[0].text", "type": "tag_characters"}}
+}
+
+test_instructions_are_labelled_not_redacted if {
+	d := data.portcullis.decision with input as {"kind": "tool_result", "via": "mcp", "tool": {"server": "fs", "name": "read_file", "arguments": {}}, "content": {"findings": [{"kind": "instructions", "type": "ignore_previous", "where": "result.content[0].text", "start": 0, "end": 40}]}} with data.config as cfg
+	count(d.redact) == 0
+	"untrusted_content" in d.labels
+}
+
+test_findings_in_the_calls_own_arguments_do_not_count_for_the_result if {
+	d := data.portcullis.decision with input as {"kind": "tool_result", "via": "mcp", "tool": {"server": "fs", "name": "write_file", "arguments": {"content": "AKIA…"}}, "content": {"findings": [{"kind": "secret", "type": "aws_access_key", "where": "tool.arguments.content", "start": 0, "end": 20}, {"kind": "instructions", "type": "ignore_previous", "where": "tool.arguments.content", "start": 0, "end": 20}]}} with data.config as cfg
+	count(d.redact) == 0
+	count(d.labels) == 0
+}
+
+# === tools.denied, tools.server_request_denied ===
+
+deny_cfg := object.union(cfg, {"deny_tools": ["fs/move_*", "shell/*"]})
+
+test_configured_tools_are_denied_listed_or_called if {
+	l := data.portcullis.decision with input as {"kind": "tool_list", "via": "mcp", "tool": {"server": "fs", "name": "move_file", "arguments": {}}} with data.config as deny_cfg
+	l.outcome == "deny"
+	"tools.denied" in ids(l.reasons)
+	c := data.portcullis.decision with input as {"kind": "tool_call", "via": "mcp", "tool": {"server": "shell", "name": "run", "arguments": {}}} with data.config as deny_cfg
+	c.outcome == "deny"
+	some r in c.reasons
+	contains(r.message, "shell/*")
+}
+
+test_other_tools_are_not_denied_by_the_list if {
+	d := data.portcullis.decision with input as {"kind": "tool_list", "via": "mcp", "tool": {"server": "fs", "name": "read_file", "arguments": {}}} with data.config as deny_cfg
+	d.outcome == "allow"
+	# A glob does not cross the `/`: `fs/move_*` is not `fsx/…`.
+	e := data.portcullis.decision with input as {"kind": "tool_call", "via": "mcp", "tool": {"server": "fsx", "name": "move_file", "arguments": {}}} with data.config as deny_cfg
+	e.outcome == "allow"
+	f := data.portcullis.decision with input as {"kind": "tool_call", "via": "mcp", "tool": {"server": "fs", "name": "move_file", "arguments": {}}} with data.config as cfg
+	f.outcome == "allow"
+}
+
+test_sampling_requests_from_servers_are_denied if {
+	d := data.portcullis.decision with input as {"kind": "tool_call", "via": "mcp", "tool": {"server": "everything", "name": "sampling/createMessage", "arguments": {"messages": []}}} with data.config as cfg
+	d.outcome == "deny"
+	"tools.server_request_denied" in ids(d.reasons)
+	e := data.portcullis.decision with input as {"kind": "tool_call", "via": "mcp", "tool": {"server": "everything", "name": "roots/list", "arguments": {}}} with data.config as cfg
+	e.outcome == "allow"
 }
 
 # === untrusted_content ===

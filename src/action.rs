@@ -112,6 +112,11 @@ pub struct Tool {
     pub description_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_digest: Option<String>,
+    /// What the server sent, set by the MCP front end: the result (`tool_result`) or the tool's
+    /// definition (`tool_list`). Scanned for findings (`where` starts `result.`) but neither
+    /// given to the policy nor written to the audit log, and never accepted from a caller.
+    #[serde(skip)]
+    pub payload: Option<Value>,
 }
 
 fn empty_object() -> Value {
@@ -313,6 +318,8 @@ pub mod reason {
     pub const APPROVAL_DENIED: &str = "approval_denied";
     pub const APPROVAL_TIMEOUT: &str = "approval_timeout";
     pub const APPROVAL_CANCELLED: &str = "approval_cancelled";
+    /// The action needs approval but nobody can give it here (a stdio MCP wrapper).
+    pub const APPROVAL_UNAVAILABLE: &str = "approval_unavailable";
 }
 
 // === impl Kind ===

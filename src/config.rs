@@ -17,6 +17,9 @@ use crate::audit::Durability;
 use crate::gate::limits::{self, BudgetRule, LimitRule};
 use crate::normalize::path as npath;
 
+mod mcp;
+pub use mcp::{ArgMapping, Facet, McpConfig, McpServer, preset, preset_for_server_info};
+
 /// The file looked for in the working directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "portcullis.toml";
 
@@ -58,6 +61,7 @@ pub struct Config {
     pub budgets: Vec<BudgetRule>,
     pub sessions: SessionsConfig,
     pub approvals: ApprovalsConfig,
+    pub mcp: McpConfig,
 }
 
 /// Which policy set decides, and how long it may take.
@@ -194,6 +198,8 @@ struct RawConfig {
     sessions: RawSessions,
     #[serde(default)]
     approvals: RawApprovals,
+    #[serde(default)]
+    mcp: mcp::RawMcp,
 }
 
 #[derive(Deserialize, Default)]
@@ -425,8 +431,10 @@ impl Config {
                 .map_err(|(f, m)| invalid(&f, m))?,
             ),
         };
+        let mcp = mcp::mcp_config(raw.mcp, resolve).map_err(|(f, m)| invalid(&f, m))?;
         Ok(Config {
             source,
+            mcp,
             server,
             tls,
             identity,
@@ -492,12 +500,15 @@ impl Config {
             protected.push(canon(dir));
         }
         protected.push(canon(&self.audit.path));
+        // Pins decide which tool descriptions need approval: an agent must not rewrite them.
+        protected.push(canon(&self.mcp.pins));
         json!({
             "config": {
                 "workspace_roots": self.workspace.roots.iter().map(|r| canon(r)).collect::<Vec<_>>(),
                 "allow_hosts": self.network.allow_hosts,
                 "allow_cidrs": self.network.allow_cidrs,
                 "protected_paths": protected,
+                "deny_tools": self.mcp.deny_tools,
             }
         })
     }

@@ -1,6 +1,7 @@
 //! portcullis: a policy decision point on every path an autonomous agent uses to act.
 //!
-//! Imports flow one way (DESIGN §6): `cli → server → gate → {policy, audit, normalize} → action`.
+//! Imports flow one way (DESIGN §6): `cli → server → proxy → gate → {policy, audit, normalize} →
+//! action`.
 //! `policy`, `audit`, `normalize` and `action` know nothing about HTTP.
 
 pub mod action;
@@ -12,5 +13,6 @@ pub mod input;
 pub mod metrics;
 pub mod normalize;
 pub mod policy;
+pub mod proxy;
 pub mod server;
 mod sync;

@@ -7,6 +7,7 @@ mod approvals;
 mod audit;
 mod certs;
 mod config;
+mod mcp;
 mod policy;
 mod serve;
 
@@ -35,6 +36,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway: every listener in the configuration.
     Serve(serve::ServeArgs),
+    /// Wrap a stdio MCP server: relay JSON-RPC between the agent's client and the server,
+    /// deciding every tool call, result, listing and server request.
+    Mcp(mcp::McpArgs),
     /// List, approve and deny parked actions (talks to the admin API).
     Approvals(approvals::ApprovalsArgs),
     /// Create development certificates.
@@ -72,6 +76,7 @@ pub fn run(cli: Cli) -> ExitCode {
     init_logging(&cli.log, cli.log_json);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Approvals(args) => approvals::run(args),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),

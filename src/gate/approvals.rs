@@ -78,6 +78,18 @@ pub struct Approvals {
     timeout: Duration,
 }
 
+/// Wait up to `wait` for a final status.
+pub async fn wait(mut rx: watch::Receiver<Status>, wait: Duration) -> Status {
+    let done = tokio::time::timeout(wait, rx.wait_for(|s| *s != Status::Pending))
+        .await
+        .map(|r| r.map(|s| s.clone()));
+    match done {
+        Ok(Ok(s)) => s,
+        // Still pending, or the queue dropped the entry (aged out): report what we last saw.
+        Ok(Err(_)) | Err(_) => rx.borrow().clone(),
+    }
+}
+
 /// How long a resolved approval stays visible to pollers.
 const KEEP_RESOLVED: Duration = Duration::from_secs(300);
 

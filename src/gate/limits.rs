@@ -527,6 +527,7 @@ mod tests {
             arguments: serde_json::json!({}),
             description_digest: None,
             pinned_digest: None,
+            payload: None,
         });
         a
     }

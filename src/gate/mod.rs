@@ -55,6 +55,9 @@ pub struct Gate {
     metrics: Option<Arc<Metrics>>,
     /// Set at shutdown: no new approvals are parked, since nobody would resolve them.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set where nobody can answer an `ask` (a stdio wrapper without an admin API): asks are
+    /// denied at once, with this explanation, instead of parked until they time out.
+    no_approver: Option<&'static str>,
 }
 
 /// A decided action whose audit record may still be on its way to disk.
@@ -135,7 +138,14 @@ impl Gate {
             state: None,
             metrics: None,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            no_approver: None,
         }
+    }
+
+    /// Deny every `ask` at once with `why`: nobody here can approve.
+    pub fn without_approver(mut self, why: &'static str) -> Gate {
+        self.no_approver = Some(why);
+        self
     }
 
     /// Keep sessions, limits and approvals in `state` (the service path).
@@ -260,6 +270,17 @@ impl Gate {
                 Reason {
                     rule: reason::APPROVAL_CANCELLED.into(),
                     message: "the service is stopping and cannot ask a human".into(),
+                },
+            );
+        }
+        if decision.outcome == Outcome::Ask
+            && let Some(why) = self.no_approver
+        {
+            decision.tighten(
+                Outcome::Deny,
+                Reason {
+                    rule: reason::APPROVAL_UNAVAILABLE.into(),
+                    message: why.into(),
                 },
             );
         }

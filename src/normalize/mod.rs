@@ -6,6 +6,7 @@
 //!
 //! The submodules are pure functions; the only I/O is the optional realpath step of `path`.
 
+pub mod content;
 pub mod net;
 pub mod path;
 pub mod secrets;
@@ -132,7 +133,9 @@ pub fn set_resolved(http: &mut HttpFacet, ips: &[IpAddr]) {
 }
 
 /// Scan every string an agent controls for secrets: tool arguments, free text, the command
-/// line and what it parses to (quote removal can join a split token), and the URL.
+/// line and what it parses to (quote removal can join a split token), and the URL. Text a model
+/// will read (tool arguments, what a server returned, free text) is also scanned for invisible
+/// characters and instruction-like text ([`content`]).
 fn scan(action: &Action) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(tool) = &action.tool {
@@ -141,9 +144,13 @@ fn scan(action: &Action) -> Vec<Finding> {
             &mut String::from("tool.arguments"),
             &mut out,
         );
+        if let Some(payload) = &tool.payload {
+            scan_value(payload, &mut String::from("result"), &mut out);
+        }
     }
     if let Some(text) = action.content.as_ref().and_then(|c| c.text.as_deref()) {
         scan_str(text, "content.text", &mut out);
+        scan_content(text, "content.text", &mut out);
     }
     if let Some(exec) = &action.exec {
         scan_str(&exec.command, "exec.command", &mut out);
@@ -171,9 +178,24 @@ fn scan_str(text: &str, location: &str, out: &mut Vec<Finding>) {
     }
 }
 
+fn scan_content(text: &str, location: &str, out: &mut Vec<Finding>) {
+    for hit in content::scan(text) {
+        out.push(Finding {
+            kind: hit.kind.into(),
+            kind_type: hit.kind_type.into(),
+            location: location.to_string(),
+            start: hit.start,
+            end: hit.end,
+        });
+    }
+}
+
 fn scan_value(value: &Value, location: &mut String, out: &mut Vec<Finding>) {
     match value {
-        Value::String(s) => scan_str(s, location, out),
+        Value::String(s) => {
+            scan_str(s, location, out);
+            scan_content(s, location, out);
+        }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = location.len();

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
-use super::gateway::{ApprovalView, wait_for};
+use super::gateway::ApprovalView;
 use super::http::{self, Body, HttpError};
 use super::listener::Conn;
 use crate::audit::{self, Filter};
@@ -121,7 +121,7 @@ async fn show(app: &App, req: &Request<Incoming>, id: &str) -> Result<Response<B
     let status = if wait.is_zero() {
         rx.borrow().clone()
     } else {
-        wait_for(rx, wait).await
+        crate::gate::approvals::wait(rx, wait).await
     };
     let view = ApprovalView::new(&ticket, &status);
     Ok(http::json(

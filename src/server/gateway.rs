@@ -2,18 +2,16 @@
 //! and `GET /healthz`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde::Serialize;
-use tokio::sync::watch;
 
 use super::App;
 use super::http::{self, Body, HttpError};
 use super::listener::Conn;
 use crate::action::{Decision, Outcome, reason};
-use crate::gate::approvals::{Status, Ticket};
+use crate::gate::approvals::{self, Status, Ticket};
 use crate::gate::identity::Caller;
 use crate::gate::{GateError, resolved_decision};
 use crate::input;
@@ -138,7 +136,7 @@ async fn decide(
         && !wait.is_zero()
         && let Some((_, rx)) = app.gate.state().and_then(|s| s.approvals().get(&t.id))
     {
-        status = wait_for(rx, wait).await;
+        status = approvals::wait(rx, wait).await;
         if let Some(d) = resolved_decision(&decision, &status) {
             decision = d;
         }
@@ -173,18 +171,6 @@ fn status_code(d: &Decision) -> StatusCode {
     }
 }
 
-/// Wait up to `wait` for a final status.
-pub(super) async fn wait_for(mut rx: watch::Receiver<Status>, wait: Duration) -> Status {
-    let done = tokio::time::timeout(wait, rx.wait_for(|s| *s != Status::Pending))
-        .await
-        .map(|r| r.map(|s| s.clone()));
-    match done {
-        Ok(Ok(s)) => s,
-        // Still pending, or the queue dropped the entry (aged out): report what we last saw.
-        Ok(Err(_)) | Err(_) => rx.borrow().clone(),
-    }
-}
-
 async fn approval(
     app: &Arc<App>,
     req: Request<Incoming>,
@@ -212,7 +198,7 @@ async fn approval(
     let status = if wait.is_zero() {
         rx.borrow().clone()
     } else {
-        wait_for(rx, wait).await
+        approvals::wait(rx, wait).await
     };
     let decision =
         resolved_decision(&ticket.decision, &status).unwrap_or_else(|| ticket.decision.clone());

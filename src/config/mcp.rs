@@ -1,0 +1,254 @@
+//! `[mcp]` and `[[mcp.servers]]`: the tool servers portcullis fronts, and which tool arguments
+//! are paths, commands or URLs (DESIGN §2, tool facets).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::action::FileOp;
+
+/// Settings shared by every MCP server.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// Where tool description pins are kept (`server/tool` → digest).
+    pub pins: PathBuf,
+    /// Longest JSON-RPC line accepted from either side.
+    pub max_line_bytes: usize,
+    /// Most requests in flight per MCP session (either direction).
+    pub max_pending: usize,
+    /// First restart delay after a server exits; doubled per crash up to 30 s.
+    pub restart_backoff: Duration,
+    /// `server/tool` glob patterns no agent may list or call.
+    pub deny_tools: Vec<String>,
+    pub servers: Vec<McpServer>,
+}
+
+/// One tool server.
+#[derive(Debug, Clone)]
+pub struct McpServer {
+    /// The name policies see as `tool.server`, and the `{server}` of `/mcp/{server}`.
+    pub name: String,
+    /// argv of a stdio server.
+    pub command: Vec<String>,
+    /// Extra environment for a stdio server.
+    pub env: BTreeMap<String, String>,
+    /// Argument mappings shipped with portcullis (`filesystem`), applied before `map`.
+    pub preset: Option<String>,
+    pub map: Vec<ArgMapping>,
+}
+
+/// One tool argument that names a path, a command or a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgMapping {
+    pub tool: String,
+    /// Top-level argument name; its value is a string or an array of strings.
+    pub arg: String,
+    pub facet: Facet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facet {
+    File(FileOp),
+    Exec,
+    Http,
+}
+
+/// (tool, argument, facet)
+type Mapped = (&'static str, &'static str, Facet);
+
+/// The presets portcullis ships: (preset, server name it is detected by, mappings).
+pub const PRESETS: &[(&str, &str, &[Mapped])] = &[(
+    "filesystem",
+    // `serverInfo.name` of @modelcontextprotocol/server-filesystem.
+    "secure-filesystem-server",
+    &[
+        ("read_file", "path", Facet::File(FileOp::Read)),
+        ("read_text_file", "path", Facet::File(FileOp::Read)),
+        ("read_media_file", "path", Facet::File(FileOp::Read)),
+        ("read_multiple_files", "paths", Facet::File(FileOp::Read)),
+        ("write_file", "path", Facet::File(FileOp::Write)),
+        ("edit_file", "path", Facet::File(FileOp::Write)),
+        ("create_directory", "path", Facet::File(FileOp::Write)),
+        ("list_directory", "path", Facet::File(FileOp::List)),
+        (
+            "list_directory_with_sizes",
+            "path",
+            Facet::File(FileOp::List),
+        ),
+        ("directory_tree", "path", Facet::File(FileOp::List)),
+        ("search_files", "path", Facet::File(FileOp::List)),
+        ("get_file_info", "path", Facet::File(FileOp::List)),
+        // A move removes the source and writes the destination.
+        ("move_file", "source", Facet::File(FileOp::Delete)),
+        ("move_file", "destination", Facet::File(FileOp::Write)),
+    ],
+)];
+
+/// The mappings of a preset, or `None` if there is no such preset.
+pub fn preset(name: &str) -> Option<Vec<ArgMapping>> {
+    PRESETS
+        .iter()
+        .find(|(p, _, _)| *p == name)
+        .map(|(_, _, m)| {
+            m.iter()
+                .map(|&(tool, arg, facet)| ArgMapping {
+                    tool: tool.into(),
+                    arg: arg.into(),
+                    facet,
+                })
+                .collect()
+        })
+}
+
+/// The preset a server is detected by from its `serverInfo.name`.
+pub fn preset_for_server_info(name: &str) -> Option<&'static str> {
+    PRESETS
+        .iter()
+        .find(|(_, info, _)| *info == name)
+        .map(|(p, _, _)| *p)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMcp {
+    pins: Option<PathBuf>,
+    max_line_bytes: Option<usize>,
+    max_pending: Option<usize>,
+    restart_backoff_ms: Option<u64>,
+    #[serde(default)]
+    deny_tools: Vec<String>,
+    #[serde(default)]
+    servers: Vec<RawServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: String,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    preset: Option<String>,
+    #[serde(default)]
+    map: Vec<RawMapping>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    tool: String,
+    arg: String,
+    facet: RawFacet,
+    op: Option<FileOp>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawFacet {
+    File,
+    Exec,
+    Http,
+}
+
+/// Validate `[mcp]`; errors are (field path, message).
+pub(super) fn mcp_config(
+    raw: RawMcp,
+    resolve: impl Fn(&Path) -> PathBuf,
+) -> Result<McpConfig, (String, String)> {
+    let err = |f: String, m: &str| Err((f, m.to_string()));
+    let max_line_bytes = raw.max_line_bytes.unwrap_or(4 << 20);
+    if !(1024..=64 << 20).contains(&max_line_bytes) {
+        return err("mcp.max_line_bytes".into(), "must be in 1024..=67108864");
+    }
+    let max_pending = raw.max_pending.unwrap_or(1024);
+    if max_pending == 0 {
+        return err("mcp.max_pending".into(), "must be at least 1");
+    }
+    let backoff = raw.restart_backoff_ms.unwrap_or(200);
+    if !(1..=30_000).contains(&backoff) {
+        return err("mcp.restart_backoff_ms".into(), "must be in 1..=30000");
+    }
+    for (i, p) in raw.deny_tools.iter().enumerate() {
+        if !p.contains('/') {
+            return err(
+                format!("mcp.deny_tools[{i}]"),
+                "must be `server/tool` (globs allowed, e.g. `fs/*`)",
+            );
+        }
+    }
+    let mut servers: Vec<McpServer> = Vec::new();
+    for (i, s) in raw.servers.into_iter().enumerate() {
+        let at = |f: &str| format!("mcp.servers[{i}].{f}");
+        let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        if s.name.is_empty() || s.name.len() > 64 || !s.name.bytes().all(plain) {
+            return err(at("name"), "must be 1 to 64 letters, digits or `-_.`");
+        }
+        if servers.iter().any(|o| o.name == s.name) {
+            return err(at("name"), "another server has this name");
+        }
+        if s.command.first().is_none_or(String::is_empty) {
+            return err(
+                at("command"),
+                "give the server's argv, e.g. [\"mcp-server\", \"--flag\"]",
+            );
+        }
+        if let Some(p) = &s.preset
+            && preset(p).is_none()
+        {
+            let known: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+            return Err((
+                at("preset"),
+                format!("unknown preset {p:?}; known: {known:?}"),
+            ));
+        }
+        let mut map = Vec::new();
+        for (j, m) in s.map.into_iter().enumerate() {
+            let field = |f: &str| format!("mcp.servers[{i}].map[{j}].{f}");
+            if m.tool.is_empty() {
+                return err(field("tool"), "must not be empty");
+            }
+            if m.arg.is_empty() {
+                return err(field("arg"), "must not be empty");
+            }
+            let facet = match (m.facet, m.op) {
+                (RawFacet::File, Some(op)) => Facet::File(op),
+                (RawFacet::File, None) => {
+                    return err(
+                        field("op"),
+                        "a file mapping needs op (read, write, delete, list, exec)",
+                    );
+                }
+                (RawFacet::Exec, None) => Facet::Exec,
+                (RawFacet::Http, None) => Facet::Http,
+                (_, Some(_)) => return err(field("op"), "only file mappings take op"),
+            };
+            map.push(ArgMapping {
+                tool: m.tool,
+                arg: m.arg,
+                facet,
+            });
+        }
+        servers.push(McpServer {
+            name: s.name,
+            command: s.command,
+            env: s.env,
+            preset: s.preset,
+            map,
+        });
+    }
+    Ok(McpConfig {
+        pins: resolve(
+            raw.pins
+                .as_deref()
+                .unwrap_or(Path::new("portcullis-pins.json")),
+        ),
+        max_line_bytes,
+        max_pending,
+        restart_backoff: Duration::from_millis(backoff),
+        deny_tools: raw.deny_tools,
+        servers,
+    })
+}

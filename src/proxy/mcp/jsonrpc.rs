@@ -1,0 +1,168 @@
+//! JSON-RPC 2.0 framing for MCP: strict parsing (one reading of the bytes, DESIGN §7.4),
+//! classification, and the error replies portcullis sends.
+
+use serde_json::{Map, Value, json};
+
+use crate::input::{self, InputError};
+
+/// JSON-RPC's own codes.
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
+/// The policy denied the request (or the response it would have produced). `error.data`
+/// carries the action id, the outcome and the reasons.
+pub const DENIED: i64 = -32010;
+/// The tool server exited or is restarting; the request may be retried.
+pub const SERVER_UNAVAILABLE: i64 = -32011;
+/// Too many requests in flight on this session (`mcp.max_pending`).
+pub const TOO_MANY_PENDING: i64 = -32012;
+
+/// Deepest JSON accepted in one message (tool schemas nest; nothing legitimate nests 64 deep).
+const MAX_DEPTH: usize = 64;
+
+/// One line, parsed.
+pub enum Line {
+    One(Value),
+    Batch(Vec<Value>),
+}
+
+/// A message, by shape.
+pub enum Message<'a> {
+    Request {
+        id: &'a Value,
+        method: &'a str,
+        params: Option<&'a Value>,
+    },
+    Notification {
+        method: &'a str,
+    },
+    Response {
+        id: &'a Value,
+    },
+}
+
+/// Parse one line strictly: duplicate keys, invalid UTF-8, lone surrogates and numbers that do
+/// not fit are errors, and nothing of such a line is forwarded.
+pub fn parse_line(bytes: &[u8], max_bytes: usize) -> Result<Line, InputError> {
+    match input::parse_value_limited(bytes, max_bytes, MAX_DEPTH)? {
+        Value::Array(items) => Ok(Line::Batch(items)),
+        v => Ok(Line::One(v)),
+    }
+}
+
+/// The `id` of a line that failed strict parsing, if a lenient reading finds one, so the error
+/// can be addressed. The lenient reading is used for nothing else.
+pub fn salvage_id(bytes: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    valid_id(v.get("id")?).then(|| v["id"].clone())
+}
+
+fn valid_id(id: &Value) -> bool {
+    matches!(id, Value::String(_)) || id.as_i64().is_some() || id.as_u64().is_some()
+}
+
+/// Classify a message; `Err` says why it is not a JSON-RPC 2.0 message.
+pub fn classify(v: &Value) -> Result<Message<'_>, &'static str> {
+    let Value::Object(m) = v else {
+        return Err("a message must be a JSON object");
+    };
+    if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err("`jsonrpc` must be \"2.0\"");
+    }
+    let id = m.get("id");
+    if let Some(id) = id
+        && !valid_id(id)
+    {
+        return Err("`id` must be a string or an integer");
+    }
+    match (m.get("method"), id) {
+        (Some(Value::String(method)), Some(id)) => Ok(Message::Request {
+            id,
+            method,
+            params: m.get("params"),
+        }),
+        (Some(Value::String(method)), None) => Ok(Message::Notification { method }),
+        (Some(_), _) => Err("`method` must be a string"),
+        (None, Some(id)) if m.contains_key("result") != m.contains_key("error") => {
+            Ok(Message::Response { id })
+        }
+        (None, Some(_)) => Err("a response has exactly one of `result` and `error`"),
+        (None, None) => Err("a message needs `method` or `id`"),
+    }
+}
+
+/// The map key of an id (its JSON text: `"a"` and `1` stay distinct).
+pub fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// A JSON-RPC error response, as one line (without the newline).
+pub fn error(id: &Value, code: i64, message: &str, data: Option<Value>) -> Vec<u8> {
+    let mut err = Map::new();
+    err.insert("code".into(), code.into());
+    err.insert("message".into(), message.into());
+    if let Some(d) = data {
+        err.insert("data".into(), d);
+    }
+    to_line(&json!({"jsonrpc": "2.0", "id": id, "error": err}))
+}
+
+/// A success response carrying `result`.
+pub fn result(id: &Value, result: Value) -> Vec<u8> {
+    to_line(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+/// Serialize a message as one line. serde_json escapes control characters, so the line has
+/// no raw newline.
+pub fn to_line(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let line = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"path":"a","path":"b"}}}"#;
+        assert!(parse_line(line, 1 << 20).is_err());
+        assert_eq!(salvage_id(line), Some(json!(1)));
+    }
+
+    #[test]
+    fn shapes() {
+        let req = json!({"jsonrpc":"2.0","id":"a","method":"ping"});
+        assert!(matches!(
+            classify(&req),
+            Ok(Message::Request { method: "ping", .. })
+        ));
+        let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+        assert!(matches!(classify(&note), Ok(Message::Notification { .. })));
+        let resp = json!({"jsonrpc":"2.0","id":3,"result":{}});
+        assert!(matches!(classify(&resp), Ok(Message::Response { .. })));
+        for bad in [
+            json!({"jsonrpc":"1.0","id":1,"method":"x"}),
+            json!({"jsonrpc":"2.0","id":1.5,"method":"x"}),
+            json!({"jsonrpc":"2.0","id":null,"method":"x"}),
+            json!({"jsonrpc":"2.0","id":1,"result":{},"error":{}}),
+            json!({"jsonrpc":"2.0","id":1}),
+            json!({"jsonrpc":"2.0","method":7}),
+            json!([1]),
+        ] {
+            assert!(classify(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_keep_their_type() {
+        assert_ne!(id_key(&json!("1")), id_key(&json!(1)));
+    }
+
+    #[test]
+    fn error_lines_have_no_newline() {
+        let line = error(&json!(1), DENIED, "a\nb", None);
+        assert!(!line.contains(&b'\n'));
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["error"]["code"], DENIED);
+    }
+}

@@ -1,0 +1,293 @@
+//! The stdio transport: newline-delimited JSON-RPC between the agent's client (our stdin and
+//! stdout) and a tool server we start and supervise.
+//!
+//! The server is restarted with backoff when it exits while the client is still there; the
+//! requests it had in flight are answered with an error at once ([`Relay::server_down`]) and the
+//! client's handshake is replayed to the new process ([`Relay::server_up`]). Lines over
+//! `mcp.max_line_bytes` are skipped and logged, from either side.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+use super::relay::Relay;
+
+/// How to start the server. The sandbox profile of "[5/5] Egress and sandbox" wraps this.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Longest wait for a server to exit after its stdin closed, before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait for a dead server's last output before its requests are failed.
+const DRAIN: Duration = Duration::from_millis(500);
+/// A server that ran this long before exiting restarts without accumulated backoff.
+const STABLE: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One line read with a bound.
+pub enum Read {
+    Line(Vec<u8>),
+    /// A line over the bound, skipped; its length.
+    TooLong(usize),
+    Eof,
+}
+
+/// Read one `\n`-terminated line of at most `max` bytes (without the newline; a `\r` before it
+/// is dropped too). An over-long line is consumed and reported, never buffered whole.
+pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Read> {
+    let mut line = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match (seen, line.is_empty()) {
+                (0, _) => Read::Eof,
+                (n, _) if n > max => Read::TooLong(n),
+                _ => Read::Line(trim_cr(line)),
+            });
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        seen += chunk.len();
+        if seen <= max {
+            line.extend_from_slice(chunk);
+        } else {
+            line = Vec::new();
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            return Ok(if seen > max {
+                Read::TooLong(seen)
+            } else {
+                Read::Line(trim_cr(line))
+            });
+        }
+    }
+}
+
+fn trim_cr(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    line
+}
+
+/// Relay between the client on `client_in`/`client_out` and the server until the client goes
+/// away (EOF) or `stop` turns true; then the server is stopped.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<I, O>(
+    relay: Arc<Relay>,
+    spawn: Spawn,
+    backoff: Duration,
+    client_in: I,
+    client_out: O,
+    to_client: mpsc::Receiver<Vec<u8>>,
+    mut to_server: mpsc::Receiver<(u64, Vec<u8>)>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+{
+    let writer = tokio::spawn(write_lines(client_out, to_client));
+    let (gone_tx, mut gone) = watch::channel(false);
+    // The client is read once the first start was tried, so its `initialize` is not refused
+    // for a server that is merely still starting.
+    let (tried_tx, mut tried) = watch::channel(false);
+    let reader = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let _ = tried.wait_for(|t| *t).await;
+            let mut r = BufReader::new(client_in);
+            loop {
+                match read_line(&mut r, relay.max_line_bytes()).await {
+                    Ok(Read::Line(l)) if l.iter().all(u8::is_ascii_whitespace) => {}
+                    Ok(Read::Line(l)) => relay.from_client(l).await,
+                    Ok(Read::TooLong(n)) => relay.oversize_from_client(n).await,
+                    Ok(Read::Eof) | Err(_) => break,
+                }
+            }
+            let _ = gone_tx.send(true);
+        })
+    };
+    let mut delay = backoff;
+    loop {
+        let started = Instant::now();
+        let mut child = match start(&spawn) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(command = ?spawn.argv, error = %e, "cannot start the tool server");
+                relay.server_down(&format!("cannot be started: {e}")).await;
+                let _ = tried_tx.send(true);
+                if wait_or_quit(delay, &mut gone, &mut stop).await {
+                    break;
+                }
+                delay = (delay * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("tool server pipes missing"));
+        };
+        // Lines queued for the previous process are stale; the handshake goes first.
+        while to_server.try_recv().is_ok() {}
+        let (generation, replay) = relay.server_up();
+        for mut line in replay {
+            line.push(b'\n');
+            let _ = stdin.write_all(&line).await;
+        }
+        let _ = stdin.flush().await;
+        relay.resume();
+        let _ = tried_tx.send(true);
+        tracing::info!(pid = child.id(), generation, "tool server started");
+        let server_reader = {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(stdout);
+                loop {
+                    match read_line(&mut r, relay.max_line_bytes()).await {
+                        Ok(Read::Line(l)) if l.iter().all(u8::is_ascii_whitespace) => {}
+                        Ok(Read::Line(l)) => relay.from_server(l).await,
+                        Ok(Read::TooLong(n)) => relay.oversize_from_server(n),
+                        Ok(Read::Eof) | Err(_) => break,
+                    }
+                }
+            })
+        };
+        // Relay to the server until it exits or the client leaves.
+        let exit = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status),
+                msg = to_server.recv() => match msg {
+                    Some((g, line)) if g == generation => {
+                        let mut buf = line;
+                        buf.push(b'\n');
+                        if stdin.write_all(&buf).await.and(stdin.flush().await).is_err() {
+                            // The server closed its stdin: it is exiting; child.wait says how.
+                            break Some(child.wait().await);
+                        }
+                    }
+                    Some(_) => {} // meant for an earlier process
+                    None => break None,
+                },
+                _ = gone.wait_for(|g| *g) => break None,
+                _ = stop.wait_for(|s| *s) => break None,
+            }
+        };
+        let Some(status) = exit else {
+            // The client is gone (or we are told to stop): close stdin, give it a moment, kill.
+            drop(stdin);
+            if tokio::time::timeout(EXIT_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+            let _ = tokio::time::timeout(DRAIN, server_reader).await;
+            relay.server_down("stopped").await;
+            break;
+        };
+        let _ = tokio::time::timeout(DRAIN, server_reader).await;
+        let why = match &status {
+            Ok(s) => format!("exited ({s}) while handling this request"),
+            Err(e) => format!("failed: {e}"),
+        };
+        tracing::warn!(why = %why, "tool server exited; restarting");
+        relay.server_down(&why).await;
+        if started.elapsed() >= STABLE {
+            delay = backoff;
+        }
+        if wait_or_quit(delay, &mut gone, &mut stop).await {
+            break;
+        }
+        delay = (delay * 2).min(MAX_BACKOFF);
+    }
+    reader.abort();
+    drop(relay);
+    let _ = writer.await;
+    Ok(())
+}
+
+fn start(spawn: &Spawn) -> std::io::Result<Child> {
+    let (cmd, args) = spawn
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("empty command"))?;
+    Command::new(cmd)
+        .args(args)
+        .envs(&spawn.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Sleep `d`; true if the client left or a stop came meanwhile.
+async fn wait_or_quit(
+    d: Duration,
+    gone: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    if *gone.borrow() || *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = gone.wait_for(|g| *g) => true,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+async fn write_lines<O: AsyncWrite + Unpin>(mut out: O, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(mut line) = rx.recv().await {
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() {
+            break;
+        }
+        // Flush when nothing else is queued, so a burst is one write and a lone reply is not held.
+        if rx.is_empty() && out.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = out.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max: usize) -> Vec<String> {
+        let mut r = BufReader::with_capacity(4, input);
+        let mut out = Vec::new();
+        loop {
+            match read_line(&mut r, max).await.unwrap() {
+                Read::Line(l) => out.push(String::from_utf8(l).unwrap()),
+                Read::TooLong(n) => out.push(format!("<{n}>")),
+                Read::Eof => return out,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_over_long_ones_skipped() {
+        assert_eq!(lines(b"ab\r\ncd\n", 8).await, ["ab", "cd"]);
+        assert_eq!(lines(b"0123456789\nok\n", 8).await, ["<10>", "ok"]);
+        assert_eq!(lines(b"last", 8).await, ["last"]);
+        assert_eq!(lines(b"0123456789", 8).await, ["<10>"]);
+        assert_eq!(lines(b"", 8).await, Vec::<String>::new());
+        assert_eq!(lines(b"12345678\n", 8).await, ["12345678"]);
+    }
+}

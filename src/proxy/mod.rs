@@ -1,0 +1,4 @@
+//! Front ends (DESIGN §6): each parses its protocol, builds Actions, calls the Gate once per
+//! action and enforces the verdict in the protocol's own terms. They never import each other.
+
+pub mod mcp;

@@ -1,0 +1,66 @@
+"""Drive an MCP server over stdio with the official Python SDK client, for tests/mcp.rs.
+
+    client.py '<scenario JSON>' CMD ARGS...
+
+The scenario is a list of steps; each prints one JSON line: {"ok": ...} or {"error": {...}}.
+Steps: {"op": "list_tools"}, {"op": "call", "name": N, "args": {...}},
+{"op": "read_resource", "uri": U}, {"op": "get_prompt", "name": N, "args": {...}}.
+The last line is {"sampled": n}: how many sampling requests reached this client.
+"""
+
+import json
+import os
+import sys
+
+import anyio
+from mcp import ClientSession, types
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
+
+sampled = 0
+
+
+async def on_sampling(context, params):
+    global sampled
+    sampled += 1
+    return types.CreateMessageResult(
+        role="assistant",
+        content=types.TextContent(type="text", text="sampled by the test client"),
+        model="test-model",
+    )
+
+
+def out(obj):
+    print(json.dumps(obj), flush=True)
+
+
+async def main():
+    steps = json.loads(sys.argv[1])
+    # The SDK passes servers only a safe subset of the environment; tests steer servers by it.
+    params = StdioServerParameters(command=sys.argv[2], args=sys.argv[3:], env=dict(os.environ))
+    async with stdio_client(params) as (r, w):
+        async with ClientSession(r, w, sampling_callback=on_sampling) as s:
+            init = await s.initialize()
+            out({"ok": {"server": init.server_info.name}})
+            for step in steps:
+                try:
+                    if step["op"] == "list_tools":
+                        res = await s.list_tools()
+                        out({"ok": {"tools": [t.name for t in res.tools]}})
+                    elif step["op"] == "call":
+                        res = await s.call_tool(step["name"], step.get("args", {}))
+                        out({"ok": res.model_dump(mode="json", by_alias=True)})
+                    elif step["op"] == "read_resource":
+                        res = await s.read_resource(step["uri"])
+                        out({"ok": res.model_dump(mode="json", by_alias=True)})
+                    elif step["op"] == "get_prompt":
+                        res = await s.get_prompt(step["name"], step.get("args", {}))
+                        out({"ok": res.model_dump(mode="json", by_alias=True)})
+                    else:
+                        raise ValueError(f"unknown op {step['op']}")
+                except MCPError as e:
+                    out({"error": {"code": e.code, "message": e.message, "data": e.data}})
+    out({"sampled": sampled})
+
+
+anyio.run(main)
