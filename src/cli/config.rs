@@ -56,6 +56,22 @@ pub fn run(cmd: ConfigCommand) -> Result<ExitCode, Failure> {
                 config.limits.len(),
                 config.budgets.len()
             );
+            println!("mcp pins: {}", config.mcp.pins.display());
+            for s in &config.mcp.servers {
+                let how = match &s.url {
+                    Some(u) => format!("upstream {u}"),
+                    None => format!("command {:?}", s.command),
+                };
+                println!(
+                    "mcp server {:?}: {how}, /mcp/{}{}",
+                    s.name,
+                    s.name,
+                    s.preset
+                        .as_deref()
+                        .map(|p| format!(", preset {p}"))
+                        .unwrap_or_default()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

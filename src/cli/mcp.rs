@@ -58,6 +58,8 @@ pub fn run(args: McpArgs) -> Result<ExitCode, Failure> {
                     .clone()
                     .unwrap_or_else(|| mcp::default_name(&args.command)),
                 command: args.command.clone(),
+                url: None,
+                headers: Default::default(),
                 env: Default::default(),
                 preset: args.preset.clone(),
                 map: Vec::new(),
@@ -67,6 +69,14 @@ pub fn run(args: McpArgs) -> Result<ExitCode, Failure> {
             return Err(anyhow!("give --server NAME or the server's command after `--`").into());
         }
     };
+    if let Some(url) = &server.url {
+        return Err(anyhow!(
+            "server {:?} is an upstream url ({url}): reach it through `portcullis serve` at /mcp/{}; the stdio wrapper runs a command",
+            server.name,
+            server.name
+        )
+        .into());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

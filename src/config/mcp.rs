@@ -22,6 +22,13 @@ pub struct McpConfig {
     pub restart_backoff: Duration,
     /// `server/tool` glob patterns no agent may list or call.
     pub deny_tools: Vec<String>,
+    /// Origins a browser may call `/mcp/{server}` from (exact `scheme://host[:port]`); any
+    /// other `Origin` gets 403. Requests without `Origin` (not from a browser) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// Most MCP sessions open at once on `/mcp/{server}`, over all servers and agents.
+    pub max_sessions: usize,
+    /// An HTTP MCP session unused this long is closed (and its server process stopped).
+    pub session_idle: Duration,
     pub servers: Vec<McpServer>,
 }
 
@@ -30,8 +37,12 @@ pub struct McpConfig {
 pub struct McpServer {
     /// The name policies see as `tool.server`, and the `{server}` of `/mcp/{server}`.
     pub name: String,
-    /// argv of a stdio server.
+    /// argv of a stdio server (empty for an upstream `url`).
     pub command: Vec<String>,
+    /// An upstream Streamable HTTP server (`http://…`) instead of a command.
+    pub url: Option<String>,
+    /// Headers sent upstream (its credentials); the agent's own are never passed on.
+    pub headers: BTreeMap<String, String>,
     /// Extra environment for a stdio server.
     pub env: BTreeMap<String, String>,
     /// Argument mappings shipped with portcullis (`filesystem`), applied before `map`.
@@ -120,6 +131,10 @@ pub(super) struct RawMcp {
     #[serde(default)]
     deny_tools: Vec<String>,
     #[serde(default)]
+    allowed_origins: Vec<String>,
+    max_sessions: Option<usize>,
+    session_idle_s: Option<u64>,
+    #[serde(default)]
     servers: Vec<RawServer>,
 }
 
@@ -129,6 +144,9 @@ struct RawServer {
     name: String,
     #[serde(default)]
     command: Vec<String>,
+    url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     preset: Option<String>,
@@ -189,11 +207,40 @@ pub(super) fn mcp_config(
         if servers.iter().any(|o| o.name == s.name) {
             return err(at("name"), "another server has this name");
         }
-        if s.command.first().is_none_or(String::is_empty) {
-            return err(
-                at("command"),
-                "give the server's argv, e.g. [\"mcp-server\", \"--flag\"]",
-            );
+        match (&s.url, s.command.first()) {
+            (Some(_), Some(_)) => return err(at("url"), "give command or url, not both"),
+            (None, None) => {
+                return err(
+                    at("command"),
+                    "give the server's argv (e.g. [\"mcp-server\", \"--flag\"]) or its url",
+                );
+            }
+            (None, Some(c)) if c.is_empty() => return err(at("command"), "argv[0] is empty"),
+            (Some(u), None) => {
+                let parsed = url::Url::parse(u).map_err(|e| (at("url"), e.to_string()))?;
+                if parsed.scheme() != "http" || parsed.host_str().is_none() {
+                    return err(
+                        at("url"),
+                        "must be an http:// URL with a host (https upstreams are not supported yet)",
+                    );
+                }
+            }
+            _ => {}
+        }
+        if s.url.is_none() && !s.headers.is_empty() {
+            return err(at("headers"), "headers are for an upstream url");
+        }
+        if s.url.is_some() && !s.env.is_empty() {
+            return err(at("env"), "env is for a server command");
+        }
+        for (k, v) in &s.headers {
+            let bad = |c: char| c.is_control() && c != '\t';
+            if k.is_empty()
+                || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || v.chars().any(bad)
+            {
+                return Err((at("headers"), format!("{k:?} is not a valid header")));
+            }
         }
         if let Some(p) = &s.preset
             && preset(p).is_none()
@@ -234,12 +281,36 @@ pub(super) fn mcp_config(
         servers.push(McpServer {
             name: s.name,
             command: s.command,
+            url: s.url,
+            headers: s.headers,
             env: s.env,
             preset: s.preset,
             map,
         });
     }
+    for (i, o) in raw.allowed_origins.iter().enumerate() {
+        let ok = url::Url::parse(o)
+            .ok()
+            .is_some_and(|u| u.host_str().is_some() && u.path() == "/" && !o.ends_with('/'));
+        if !ok {
+            return err(
+                format!("mcp.allowed_origins[{i}]"),
+                "must be an origin: scheme://host[:port], no path",
+            );
+        }
+    }
+    let max_sessions = raw.max_sessions.unwrap_or(256);
+    if max_sessions == 0 {
+        return err("mcp.max_sessions".into(), "must be at least 1");
+    }
+    let idle = raw.session_idle_s.unwrap_or(1800);
+    if idle == 0 {
+        return err("mcp.session_idle_s".into(), "must be at least 1");
+    }
     Ok(McpConfig {
+        allowed_origins: raw.allowed_origins,
+        max_sessions,
+        session_idle: Duration::from_secs(idle),
         pins: resolve(
             raw.pins
                 .as_deref()

@@ -58,6 +58,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: Arc<Conn>) -> R
     let result = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => Ok(http::text(StatusCode::OK, "text/plain", "ok\n".into())),
         (&Method::POST, "/v1/decide") => decide(&app, req, &conn).await,
+        (_, p) if p.starts_with("/mcp/") && !p["/mcp/".len()..].contains('/') => {
+            let server = p["/mcp/".len()..].to_string();
+            super::mcp::handle(&app, req, &conn, &server).await
+        }
         (&Method::GET, p) if p.starts_with("/v1/approvals/") => {
             approval(&app, req, &conn, &p["/v1/approvals/".len()..]).await
         }
@@ -75,7 +79,7 @@ fn method_not_allowed(allowed: &str) -> HttpError {
     )
 }
 
-fn caller(app: &App, req: &Request<Incoming>, conn: &Conn) -> Result<Caller, HttpError> {
+pub(super) fn caller(app: &App, req: &Request<Incoming>, conn: &Conn) -> Result<Caller, HttpError> {
     let key = http::bearer(req)?;
     app.identities
         .agent(key, conn.cert.as_ref())

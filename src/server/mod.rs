@@ -9,6 +9,7 @@ pub mod certs;
 pub mod gateway;
 pub mod http;
 pub mod listener;
+pub mod mcp;
 pub mod tls;
 
 use crate::sync::lock;
@@ -70,7 +71,9 @@ pub struct ReloadStatus {
 /// What every handler shares.
 pub struct App {
     pub config: Config,
-    pub gate: Gate,
+    pub gate: Arc<Gate>,
+    /// Open MCP sessions of `/mcp/{server}`.
+    pub mcp: crate::proxy::mcp::http::Sessions,
     pub identities: Identities,
     pub metrics: Arc<Metrics>,
     pub approval_timeout: Duration,
@@ -142,9 +145,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             config.server.admin_listen
         )));
     }
+    let pins = crate::proxy::mcp::pins::Pins::load(&config.mcp.pins)
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let gate = Arc::new(gate);
     let app = Arc::new(App {
         approval_timeout: config.approvals.timeout,
         identities: Identities::new(&config.identity),
+        mcp: crate::proxy::mcp::http::Sessions::new(
+            gate.clone(),
+            config.mcp.clone(),
+            config.server.max_body_bytes,
+            Arc::new(pins),
+        ),
         gate,
         metrics: metrics.clone(),
         state,
@@ -228,6 +240,8 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.app.gate.stop_asking();
         let _ = self.stop.send(true);
+        // MCP server processes are stopped; their pending calls get errors.
+        self.app.mcp.close_all();
         let mut cancelled = self.app.gate.expire_approvals(true).await;
         for t in self.tasks {
             let _ = t.await;
@@ -367,6 +381,7 @@ async fn expire_approvals(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep_until(at) => {}
         }
         app.gate.expire_approvals(false).await;
+        app.mcp.sweep();
     }
 }
 

@@ -1,6 +1,7 @@
 """Drive an MCP server over stdio with the official Python SDK client, for tests/mcp.rs.
 
-    client.py '<scenario JSON>' CMD ARGS...
+    client.py '<scenario JSON>' CMD ARGS...      (stdio: the client starts CMD)
+    client.py '<scenario JSON>' http://HOST/PATH  (Streamable HTTP; $MCP_BEARER is the key)
 
 The scenario is a list of steps; each prints one JSON line: {"ok": ...} or {"error": {...}}.
 Steps: {"op": "list_tools"}, {"op": "call", "name": N, "args": {...}},
@@ -8,6 +9,7 @@ Steps: {"op": "list_tools"}, {"op": "call", "name": N, "args": {...}},
 The last line is {"sampled": n}: how many sampling requests reached this client.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +17,8 @@ import sys
 import anyio
 from mcp import ClientSession, types
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 sampled = 0
@@ -30,15 +34,30 @@ async def on_sampling(context, params):
     )
 
 
+@contextlib.asynccontextmanager
+async def transport():
+    target = sys.argv[2]
+    if target.startswith("http://") or target.startswith("https://"):
+        headers = {}
+        if os.environ.get("MCP_BEARER"):
+            headers["Authorization"] = "Bearer " + os.environ["MCP_BEARER"]
+        async with create_mcp_http_client(headers=headers) as http:
+            async with streamable_http_client(target, http_client=http) as streams:
+                yield streams[0], streams[1]
+        return
+    # The SDK passes servers only a safe subset of the environment; tests steer servers by it.
+    params = StdioServerParameters(command=target, args=sys.argv[3:], env=dict(os.environ))
+    async with stdio_client(params) as (r, w):
+        yield r, w
+
+
 def out(obj):
     print(json.dumps(obj), flush=True)
 
 
 async def main():
     steps = json.loads(sys.argv[1])
-    # The SDK passes servers only a safe subset of the environment; tests steer servers by it.
-    params = StdioServerParameters(command=sys.argv[2], args=sys.argv[3:], env=dict(os.environ))
-    async with stdio_client(params) as (r, w):
+    async with transport() as (r, w):
         async with ClientSession(r, w, sampling_callback=on_sampling) as s:
             init = await s.initialize()
             out({"ok": {"server": init.server_info.name}})

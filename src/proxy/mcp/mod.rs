@@ -3,11 +3,13 @@
 //! The relay ([`relay`]) is transport-agnostic; [`stdio`] carries it over a child process's
 //! pipes. Error codes portcullis answers with are in [`jsonrpc`] and `docs/mcp.md`.
 
+pub mod http;
 pub mod jsonrpc;
 pub mod pins;
 pub mod redact;
 pub mod relay;
 pub mod stdio;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

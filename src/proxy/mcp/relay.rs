@@ -323,6 +323,18 @@ impl Relay {
         }
     }
 
+    /// The transport could not deliver request `id` (or its answer): the client gets `code`.
+    pub async fn fail_request(&self, id: &Value, code: i64, why: &str) {
+        if lock(&self.inner)
+            .calls
+            .remove(&jsonrpc::id_key(id))
+            .is_some()
+        {
+            let msg = format!("tool server {:?}: {why}", self.cfg.server);
+            self.reply(jsonrpc::error(id, code, &msg, None)).await;
+        }
+    }
+
     /// A server line over `max_line_bytes`: dropped; the transport already skipped its bytes.
     pub fn oversize_from_server(&self, bytes: usize) {
         tracing::warn!(mcp.server = %self.cfg.server, bytes, limit = self.cfg.max_line_bytes, "dropped an oversize server line");

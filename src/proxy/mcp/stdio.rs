@@ -93,7 +93,7 @@ pub async fn run<I, O>(
     client_in: I,
     client_out: O,
     to_client: mpsc::Receiver<Vec<u8>>,
-    mut to_server: mpsc::Receiver<(u64, Vec<u8>)>,
+    to_server: mpsc::Receiver<(u64, Vec<u8>)>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
@@ -101,7 +101,7 @@ where
     O: AsyncWrite + Unpin + Send + 'static,
 {
     let writer = tokio::spawn(write_lines(client_out, to_client));
-    let (gone_tx, mut gone) = watch::channel(false);
+    let (quit_tx, quit) = watch::channel(false);
     // The client is read once the first start was tried, so its `initialize` is not refused
     // for a server that is merely still starting.
     let (tried_tx, mut tried) = watch::channel(false);
@@ -111,16 +111,37 @@ where
             let _ = tried.wait_for(|t| *t).await;
             let mut r = BufReader::new(client_in);
             loop {
-                match read_line(&mut r, relay.max_line_bytes()).await {
-                    Ok(Read::Line(l)) if l.iter().all(u8::is_ascii_whitespace) => {}
-                    Ok(Read::Line(l)) => relay.from_client(l).await,
-                    Ok(Read::TooLong(n)) => relay.oversize_from_client(n).await,
-                    Ok(Read::Eof) | Err(_) => break,
+                tokio::select! {
+                    read = read_line(&mut r, relay.max_line_bytes()) => match read {
+                        Ok(Read::Line(l)) if l.iter().all(u8::is_ascii_whitespace) => {}
+                        Ok(Read::Line(l)) => relay.from_client(l).await,
+                        Ok(Read::TooLong(n)) => relay.oversize_from_client(n).await,
+                        Ok(Read::Eof) | Err(_) => break,
+                    },
+                    () = turned_on(&mut stop) => break,
                 }
             }
-            let _ = gone_tx.send(true);
+            let _ = quit_tx.send(true);
         })
     };
+    let result = supervise(relay.clone(), spawn, backoff, to_server, quit, tried_tx).await;
+    reader.abort();
+    drop(relay);
+    let _ = writer.await;
+    result
+}
+
+/// Run the server (restarting it with backoff when it exits) and carry `to_server` to its
+/// stdin until `quit`; then close its stdin, give it a moment and kill it. `tried` turns true
+/// once the first start was tried.
+pub async fn supervise(
+    relay: Arc<Relay>,
+    spawn: Spawn,
+    backoff: Duration,
+    mut to_server: mpsc::Receiver<(u64, Vec<u8>)>,
+    mut quit: watch::Receiver<bool>,
+    tried_tx: watch::Sender<bool>,
+) -> std::io::Result<()> {
     let mut delay = backoff;
     loop {
         let started = Instant::now();
@@ -130,7 +151,7 @@ where
                 tracing::error!(command = ?spawn.argv, error = %e, "cannot start the tool server");
                 relay.server_down(&format!("cannot be started: {e}")).await;
                 let _ = tried_tx.send(true);
-                if wait_or_quit(delay, &mut gone, &mut stop).await {
+                if wait_or_quit(delay, &mut quit).await {
                     break;
                 }
                 delay = (delay * 2).min(MAX_BACKOFF);
@@ -181,12 +202,11 @@ where
                     Some(_) => {} // meant for an earlier process
                     None => break None,
                 },
-                _ = gone.wait_for(|g| *g) => break None,
-                _ = stop.wait_for(|s| *s) => break None,
+                () = turned_on(&mut quit) => break None,
             }
         };
         let Some(status) = exit else {
-            // The client is gone (or we are told to stop): close stdin, give it a moment, kill.
+            // Told to quit: close stdin, give it a moment, kill.
             drop(stdin);
             if tokio::time::timeout(EXIT_GRACE, child.wait())
                 .await
@@ -209,14 +229,11 @@ where
         if started.elapsed() >= STABLE {
             delay = backoff;
         }
-        if wait_or_quit(delay, &mut gone, &mut stop).await {
+        if wait_or_quit(delay, &mut quit).await {
             break;
         }
         delay = (delay * 2).min(MAX_BACKOFF);
     }
-    reader.abort();
-    drop(relay);
-    let _ = writer.await;
     Ok(())
 }
 
@@ -235,20 +252,20 @@ fn start(spawn: &Spawn) -> std::io::Result<Child> {
         .spawn()
 }
 
-/// Sleep `d`; true if the client left or a stop came meanwhile.
-async fn wait_or_quit(
-    d: Duration,
-    gone: &mut watch::Receiver<bool>,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    if *gone.borrow() || *stop.borrow() {
+/// Sleep `d`; true if told to quit meanwhile.
+async fn wait_or_quit(d: Duration, quit: &mut watch::Receiver<bool>) -> bool {
+    if *quit.borrow() {
         return true;
     }
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = gone.wait_for(|g| *g) => true,
-        _ = stop.wait_for(|s| *s) => true,
+        () = turned_on(quit) => true,
     }
+}
+
+/// Resolves once `rx` is true (or its sender is gone).
+pub async fn turned_on(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 async fn write_lines<O: AsyncWrite + Unpin>(mut out: O, mut rx: mpsc::Receiver<Vec<u8>>) {

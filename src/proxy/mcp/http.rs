@@ -1,0 +1,307 @@
+//! MCP sessions of the Streamable HTTP front end (`/mcp/{server}`): each is bound to the agent
+//! that opened it, has its own relay (and, for a command, its own server process), and routes
+//! what the relay emits to the HTTP exchange waiting for it:
+//! * a response goes to the POST that carried its request;
+//! * what the server sends unasked goes to the session's GET stream, else to an open POST
+//!   stream, else waits in a bounded backlog for the next one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use super::relay::{Relay, RelayConfig};
+use super::{jsonrpc, pins::Pins, stdio, upstream};
+use crate::config::{McpConfig, McpServer};
+use crate::gate::Gate;
+use crate::gate::identity::Caller;
+use crate::sync::lock;
+
+/// Messages the server sent unasked while no stream was open, kept for the next one.
+const MAX_BACKLOG: usize = 256;
+/// Messages a slow HTTP client may have queued on one stream.
+const STREAM_CAPACITY: usize = 64;
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0} MCP sessions are open (mcp.max_sessions)")]
+    Full(usize),
+    #[error("server {0:?} cannot be reached: {1}")]
+    Upstream(String, String),
+}
+
+/// Every open HTTP MCP session.
+pub struct Sessions {
+    gate: Arc<Gate>,
+    cfg: McpConfig,
+    max_body_bytes: usize,
+    pins: Arc<Pins>,
+    map: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+/// One MCP session.
+pub struct Session {
+    pub id: String,
+    pub agent: String,
+    pub server: String,
+    relay: Arc<Relay>,
+    route: Arc<Route>,
+    quit: watch::Sender<bool>,
+    /// True once the server's first start was tried: requests wait for it, not fail.
+    ready: watch::Receiver<bool>,
+    last_used: Mutex<Instant>,
+}
+
+#[derive(Default)]
+struct Route {
+    /// POST streams waiting for the response to a request id.
+    waiters: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    stream: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    backlog: Mutex<VecDeque<Vec<u8>>>,
+}
+
+impl Sessions {
+    pub fn new(
+        gate: Arc<Gate>,
+        cfg: McpConfig,
+        max_body_bytes: usize,
+        pins: Arc<Pins>,
+    ) -> Sessions {
+        Sessions {
+            gate,
+            cfg,
+            max_body_bytes,
+            pins,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &McpConfig {
+        &self.cfg
+    }
+
+    /// Open a session of `caller` on `server`: its relay, router and server transport.
+    pub fn open(&self, caller: &Caller, server: &McpServer) -> Result<Arc<Session>, OpenError> {
+        self.sweep();
+        {
+            let map = lock(&self.map);
+            if map.len() >= self.cfg.max_sessions {
+                return Err(OpenError::Full(map.len()));
+            }
+        }
+        // 160 random bits: a session id is a bearer of the session (with the agent's key).
+        let id = format!("{}{}", ulid::Ulid::new(), ulid::Ulid::new());
+        let mut map_cfg = server
+            .preset
+            .as_deref()
+            .and_then(crate::config::preset)
+            .unwrap_or_default();
+        map_cfg.extend(server.map.iter().cloned());
+        let (client_tx, client_rx) = mpsc::channel(256);
+        let (server_tx, server_rx) = mpsc::channel(256);
+        let relay = Arc::new(Relay::new(
+            self.gate.clone(),
+            caller.clone(),
+            id.clone(),
+            RelayConfig {
+                server: server.name.clone(),
+                map: map_cfg,
+                detect_preset: server.preset.is_none(),
+                max_line_bytes: self.max_body_bytes,
+                max_pending: self.cfg.max_pending,
+            },
+            self.pins.clone(),
+            client_tx,
+            server_tx,
+        ));
+        let (quit, quit_rx) = watch::channel(false);
+        let (tried, ready) = watch::channel(false);
+        match &server.url {
+            Some(url) => {
+                let up = upstream::Upstream::new(url, &server.headers, self.max_body_bytes)
+                    .map_err(|e| OpenError::Upstream(server.name.clone(), e))?;
+                tokio::spawn(upstream::run(relay.clone(), up, server_rx, quit_rx));
+                drop(tried);
+            }
+            None => {
+                let spawn = stdio::Spawn {
+                    argv: server.command.clone(),
+                    env: server.env.clone(),
+                };
+                let r = relay.clone();
+                let backoff = self.cfg.restart_backoff;
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        stdio::supervise(r, spawn, backoff, server_rx, quit_rx, tried).await
+                    {
+                        tracing::error!(error = %e, "MCP server process failed");
+                    }
+                });
+            }
+        }
+        let route = Arc::new(Route::default());
+        tokio::spawn(route_lines(route.clone(), client_rx));
+        let session = Arc::new(Session {
+            id: id.clone(),
+            agent: caller.agent.id.clone(),
+            server: server.name.clone(),
+            relay,
+            route,
+            quit,
+            ready,
+            last_used: Mutex::new(Instant::now()),
+        });
+        lock(&self.map).insert(id, session.clone());
+        tracing::info!(mcp.server = %server.name, agent = %caller.agent.id, mcp.session = %session.id, "MCP session opened");
+        Ok(session)
+    }
+
+    /// The session `id` of `agent` on `server`; another agent's session does not exist for it.
+    pub fn get(&self, id: &str, agent: &str, server: &str) -> Option<Arc<Session>> {
+        let s = lock(&self.map).get(id).cloned()?;
+        if s.agent != agent || s.server != server {
+            return None;
+        }
+        *lock(&s.last_used) = Instant::now();
+        Some(s)
+    }
+
+    /// End a session (DELETE, idle, shutdown): its server is stopped.
+    pub fn close(&self, id: &str) -> bool {
+        let Some(s) = lock(&self.map).remove(id) else {
+            return false;
+        };
+        let _ = s.quit.send(true);
+        tracing::info!(mcp.session = %id, "MCP session closed");
+        true
+    }
+
+    pub fn close_all(&self) {
+        let ids: Vec<String> = lock(&self.map).keys().cloned().collect();
+        for id in ids {
+            self.close(&id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Close sessions unused for `mcp.session_idle_s`.
+    pub fn sweep(&self) {
+        let idle = self.cfg.session_idle;
+        let stale: Vec<String> = lock(&self.map)
+            .values()
+            .filter(|s| lock(&s.last_used).elapsed() >= idle)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in stale {
+            self.close(&id);
+        }
+    }
+}
+
+impl Session {
+    /// Hand one POST body to the relay. Responses to `request_ids` arrive on the returned
+    /// receiver (with anything the server sends meanwhile).
+    pub async fn post(&self, body: Vec<u8>, request_ids: &[Value]) -> mpsc::Receiver<Vec<u8>> {
+        stdio::turned_on(&mut self.ready.clone()).await;
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        {
+            let mut waiters = lock(&self.route.waiters);
+            for id in request_ids {
+                waiters.insert(jsonrpc::id_key(id), tx.clone());
+            }
+        }
+        // An earlier unasked message goes out on the first stream that opens.
+        flush_backlog(&self.route, &tx);
+        drop(tx);
+        self.relay.from_client(body).await;
+        rx
+    }
+
+    /// The standing stream for what the server sends unasked (GET).
+    pub fn listen(&self) -> mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        flush_backlog(&self.route, &tx);
+        *lock(&self.route.stream) = Some(tx);
+        rx
+    }
+
+    /// Stop waiting for these ids (the client went away).
+    pub fn forget(&self, request_ids: &[Value]) {
+        let mut waiters = lock(&self.route.waiters);
+        for id in request_ids {
+            waiters.remove(&jsonrpc::id_key(id));
+        }
+    }
+}
+
+fn flush_backlog(route: &Route, tx: &mpsc::Sender<Vec<u8>>) {
+    let mut backlog = lock(&route.backlog);
+    while let Some(line) = backlog.pop_front() {
+        if let Err(e) = tx.try_send(line) {
+            let line = match e {
+                mpsc::error::TrySendError::Full(l) | mpsc::error::TrySendError::Closed(l) => l,
+            };
+            backlog.push_front(line);
+            break;
+        }
+    }
+}
+
+async fn route_lines(route: Arc<Route>, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(line) = rx.recv().await {
+        let v: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+        let is_response = v.get("method").is_none();
+        if is_response {
+            let key = v.get("id").map(jsonrpc::id_key).unwrap_or_default();
+            let waiter = lock(&route.waiters).remove(&key);
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send(line).await;
+                }
+                None => {
+                    tracing::debug!(id = %key, "MCP response with nobody waiting (client gone)")
+                }
+            }
+            continue;
+        }
+        // Unasked: the standing stream, else any open POST stream, else the backlog.
+        let stream = lock(&route.stream).clone();
+        let line = match stream {
+            Some(tx) => match tx.send(line).await {
+                Ok(()) => continue,
+                Err(e) => {
+                    *lock(&route.stream) = None;
+                    e.0
+                }
+            },
+            None => line,
+        };
+        let post = lock(&route.waiters)
+            .values()
+            .find(|t| !t.is_closed())
+            .cloned();
+        let line = match post {
+            Some(tx) => match tx.send(line).await {
+                Ok(()) => continue,
+                Err(e) => e.0,
+            },
+            None => line,
+        };
+        let mut backlog = lock(&route.backlog);
+        if backlog.len() >= MAX_BACKLOG {
+            backlog.pop_front();
+            tracing::warn!("MCP backlog full: dropped the oldest unasked server message");
+        }
+        backlog.push_back(line);
+    }
+}

@@ -1,0 +1,487 @@
+//! `/mcp/{server}` end to end: the real `portcullis serve`, the official Python SDK's Streamable
+//! HTTP client, the official servers (a stdio one per session, and server-everything over HTTP
+//! as an upstream), and real curl for what the protocol says about headers and sessions.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const AGENT_KEY: &str = "agent-one-key";
+const OTHER_KEY: &str = "agent-two-key";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixtures() -> PathBuf {
+    root().join("tests/mcp-fixtures")
+}
+
+fn python() -> PathBuf {
+    let p = root().join("target/test-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/test-deps.sh`",
+        p.display()
+    );
+    p
+}
+
+fn node_module(path: &str) -> String {
+    let p = fixtures().join("node_modules").join(path);
+    assert!(
+        p.exists(),
+        "{} is missing: run `bash scripts/test-deps.sh`",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+fn sha256(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// A process whose stderr (or stdout) lines arrive on a channel.
+fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no line with {needle:?}: {e}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// server-everything over Streamable HTTP on a free port.
+fn everything_http() -> Upstream {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("node")
+        .arg(node_module(
+            "@modelcontextprotocol/server-everything/dist/index.js",
+        ))
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = lines_of(child.stderr.take().unwrap());
+    wait_line(&log, "listening on port");
+    std::thread::spawn(move || for _ in log {});
+    Upstream { child, port }
+}
+
+fn header_upstream() -> Upstream {
+    let mut child = Command::new("python3")
+        .arg(fixtures().join("header_upstream.py"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let line = wait_line(&out, "listening on ");
+    let port = line.rsplit(' ').next().unwrap().parse().unwrap();
+    Upstream { child, port }
+}
+
+struct Gateway {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start(servers: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+        std::fs::write(ws.join("a.txt"), "hello\n").unwrap();
+        let ws = std::fs::canonicalize(ws).unwrap();
+        let config = format!(
+            r#"
+[workspace]
+roots = [{ws:?}]
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[audit]
+path = "audit.jsonl"
+[[agents]]
+id = "agent-one"
+api_key_sha256 = ["{one}"]
+[[agents]]
+id = "agent-two"
+api_key_sha256 = ["{two}"]
+[mcp]
+pins = "pins.json"
+allowed_origins = ["http://app.example.test"]
+{servers}
+"#,
+            one = sha256(AGENT_KEY),
+            two = sha256(OTHER_KEY),
+            servers = servers.replace("{ws}", &ws.to_string_lossy()),
+        );
+        std::fs::write(dir.path().join("portcullis.toml"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .current_dir(dir.path())
+            .args([
+                "--log",
+                "portcullis=info",
+                "serve",
+                "--config",
+                "portcullis.toml",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = lines_of(child.stdout.take().unwrap());
+        let line = wait_line(&out, "gateway listening on ");
+        let url = line.rsplit(' ').next().unwrap().to_string();
+        let log = lines_of(child.stderr.take().unwrap());
+        Gateway {
+            child,
+            dir,
+            url,
+            log,
+        }
+    }
+
+    fn ws(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path().join("ws")).unwrap()
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The SDK client against `/mcp/{server}` with `key`.
+    fn sdk(&self, server: &str, key: &str, steps: Value) -> Vec<Value> {
+        let out = Command::new(python())
+            .arg(fixtures().join("client.py"))
+            .arg(steps.to_string())
+            .arg(format!("{}/mcp/{server}", self.url))
+            .env("MCP_BEARER", key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "client failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines.pop();
+        lines.remove(0);
+        lines
+    }
+
+    /// curl: (status, headers, body).
+    fn curl(
+        &self,
+        method: &str,
+        server: &str,
+        headers: &[&str],
+        body: Option<&str>,
+    ) -> (u16, String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-N", "-D", "-", "-X", method, "--max-time", "30"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        cmd.arg(format!("{}/mcp/{server}", self.url));
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_string(), body.to_string())
+    }
+}
+
+fn text(result: &Value) -> String {
+    result["ok"]["content"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no content in {result}"))
+        .iter()
+        .filter_map(|c| c["text"].as_str())
+        .collect()
+}
+
+/// A response header's value, by case-insensitive name.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"0"}}}"#;
+
+fn fs_server() -> String {
+    format!(
+        "[[mcp.servers]]\nname = \"fs\"\ncommand = [{:?}, \"{{ws}}\"]\n",
+        node_module(".bin/mcp-server-filesystem")
+    )
+}
+
+#[test]
+fn a_stdio_server_per_session_behind_the_gateway() {
+    let gw = Gateway::start(&fs_server());
+    let ws = gw.ws().to_string_lossy().into_owned();
+    let out = gw.sdk(
+        "fs",
+        AGENT_KEY,
+        json!([
+            {"op": "list_tools"},
+            {"op": "call", "name": "read_text_file", "args": {"path": format!("{ws}/a.txt")}},
+            {"op": "call", "name": "write_file", "args": {"path": format!("{ws}/.git/hooks/pre-push"), "content": "x"}},
+        ]),
+    );
+    assert_eq!(out[0]["ok"]["tools"].as_array().unwrap().len(), 14);
+    assert_eq!(text(&out[1]), "hello\n");
+    assert_eq!(out[2]["error"]["code"], -32010);
+    assert!(
+        out[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("files.vcs_hooks")
+    );
+    assert!(!gw.ws().join(".git/hooks/pre-push").exists());
+    // Each decision names the authenticated agent and the MCP session as its session.
+    let records = gw.audit();
+    let calls: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "decision" && r["action"]["kind"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), 2);
+    for c in &calls {
+        assert_eq!(c["action"]["agent"]["id"], "agent-one");
+        assert_eq!(c["action"]["agent"]["authenticated"], true);
+    }
+    assert_eq!(
+        calls[0]["action"]["session"]["id"],
+        calls[1]["action"]["session"]["id"]
+    );
+}
+
+#[test]
+fn an_upstream_http_server_is_relayed_with_sse_and_sampling_denied() {
+    let up = everything_http();
+    let gw = Gateway::start(&format!(
+        "[[mcp.servers]]\nname = \"every\"\nurl = \"http://127.0.0.1:{}/mcp\"\n",
+        up.port
+    ));
+    let out = gw.sdk(
+        "every",
+        AGENT_KEY,
+        json!([
+            {"op": "call", "name": "echo", "args": {"message": "through the gate"}},
+            {"op": "call", "name": "trigger-sampling-request", "args": {"prompt": "p", "maxTokens": 5}},
+            {"op": "call", "name": "trigger-long-running-operation", "args": {"duration": 1, "steps": 2}},
+            {"op": "read_resource", "uri": "demo://resource/static/document/architecture.md"},
+        ]),
+    );
+    assert_eq!(text(&out[0]), "Echo: through the gate");
+    let sampling = text(&out[1]);
+    assert!(
+        sampling.contains("tools.server_request_denied"),
+        "{sampling}"
+    );
+    assert!(text(&out[2]).contains("completed"), "{}", out[2]);
+    assert!(
+        out[3]["ok"]["contents"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Architecture")
+    );
+    let records = gw.audit();
+    let denied = records
+        .iter()
+        .find(|r| r["action"]["tool"]["name"] == "sampling/createMessage")
+        .unwrap();
+    assert_eq!(denied["decision"]["outcome"], "deny");
+}
+
+#[test]
+fn upstream_credentials_come_from_the_config_never_from_the_agent() {
+    let up = header_upstream();
+    let gw = Gateway::start(&format!(
+        "[[mcp.servers]]\nname = \"hdr\"\nurl = \"http://127.0.0.1:{}/mcp\"\nheaders = {{ Authorization = \"Bearer upstream-secret\", X-Team = \"platform\" }}\n",
+        up.port
+    ));
+    let out = gw.sdk(
+        "hdr",
+        AGENT_KEY,
+        json!([{"op": "call", "name": "headers", "args": {}}]),
+    );
+    let seen: Value = serde_json::from_str(&text(&out[0])).unwrap();
+    assert_eq!(seen["authorization"], "Bearer upstream-secret");
+    assert_eq!(seen["x-team"], "platform");
+    assert_eq!(
+        seen["mcp-session-id"], "up-1",
+        "the upstream's own session id"
+    );
+    assert_eq!(seen["mcp-protocol-version"], "2025-11-25");
+    assert!(!seen.to_string().contains(AGENT_KEY));
+}
+
+#[test]
+fn sessions_origins_and_credentials_follow_the_protocol() {
+    let gw = Gateway::start(&fs_server());
+    let auth = format!("Authorization: Bearer {AGENT_KEY}");
+    let accept = "Accept: application/json, text/event-stream";
+    // No credential: 401. Unknown server: 404.
+    let (status, _, _) = gw.curl("POST", "fs", &[accept], Some(INIT));
+    assert_eq!(status, 401);
+    let (status, _, _) = gw.curl("POST", "nope", &[&auth, accept], Some(INIT));
+    assert_eq!(status, 404);
+    // A foreign Origin (a web page reaching the gateway through DNS rebinding): 403.
+    let (status, _, body) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, accept, "Origin: http://evil.example"],
+        Some(INIT),
+    );
+    assert_eq!(status, 403, "{body}");
+    // initialize issues a session id, on an SSE response carrying the result.
+    let (status, head, body) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, accept, "Origin: http://app.example.test"],
+        Some(INIT),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        header(&head, "content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let sid = header(&head, "mcp-session-id").expect("a session id");
+    let data = body.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let init: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        init["result"]["serverInfo"]["name"],
+        "secure-filesystem-server"
+    );
+    let session = format!("Mcp-Session-Id: {sid}");
+    // A notification is accepted with 202 and no body.
+    let (status, _, _) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, accept, &session],
+        Some(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+    );
+    assert_eq!(status, 202);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    // JSON only: one JSON response.
+    let (status, head, body) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, "Accept: application/json", &session],
+        Some(list),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        header(&head, "content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["tools"].as_array().unwrap().len(), 14);
+    // Without the session id: 400. Another agent with this session id: 404, as if unknown.
+    let (status, _, _) = gw.curl("POST", "fs", &[&auth, accept], Some(list));
+    assert_eq!(status, 400);
+    let other = format!("Authorization: Bearer {OTHER_KEY}");
+    let (status, _, _) = gw.curl("POST", "fs", &[&other, accept, &session], Some(list));
+    assert_eq!(status, 404);
+    let (status, _, _) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, accept, "Mcp-Session-Id: 01NOSUCHSESSION"],
+        Some(list),
+    );
+    assert_eq!(status, 404);
+    // Duplicate keys: a JSON-RPC error, nothing forwarded.
+    let (status, _, body) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, "Accept: application/json", &session],
+        Some(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"a.txt","path":"/etc/x","content":"x"}}}"#),
+    );
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], -32700, "{v}");
+    // DELETE ends the session (and its server process).
+    let (status, _, _) = gw.curl("DELETE", "fs", &[&auth, &session], None);
+    assert_eq!(status, 200);
+    wait_line(&gw.log, "MCP session closed");
+    let (status, _, _) = gw.curl("POST", "fs", &[&auth, accept, &session], Some(list));
+    assert_eq!(status, 404);
+    let (status, head, _) = gw.curl("PUT", "fs", &[&auth], Some("{}"));
+    assert_eq!(status, 405);
+    assert!(header(&head, "allow").unwrap().contains("POST"));
+}
