@@ -891,6 +891,101 @@ mod tests {
     }
 
     #[test]
+    fn mcp_section_errors_name_the_field() {
+        let srv = "[[mcp.servers]]\nname = \"fs\"\n";
+        for (text, field) in [
+            ("[mcp]\nmax_line_bytes = 10\n", "mcp.max_line_bytes"),
+            ("[mcp]\nmax_pending = 0\n", "mcp.max_pending"),
+            ("[mcp]\nrestart_backoff_ms = 0\n", "mcp.restart_backoff_ms"),
+            ("[mcp]\ndeny_tools = [\"move_file\"]\n", "mcp.deny_tools[0]"),
+            (
+                "[mcp]\nallowed_origins = [\"http://a.test/app\"]\n",
+                "mcp.allowed_origins[0]",
+            ),
+            ("[mcp]\nmax_sessions = 0\n", "mcp.max_sessions"),
+            ("[mcp]\nbogus = 1\n", "mcp.bogus"),
+            (srv, "mcp.servers[0].command"),
+            (
+                &format!("{srv}command = [\"x\"]\nurl = \"http://a\"\n"),
+                "mcp.servers[0].url",
+            ),
+            (
+                &format!("{srv}url = \"https://a.test/mcp\"\n"),
+                "mcp.servers[0].url",
+            ),
+            (
+                &format!("{srv}command = [\"x\"]\nheaders = {{ A = \"b\" }}\n"),
+                "mcp.servers[0].headers",
+            ),
+            (
+                &format!("{srv}url = \"http://a/mcp\"\nheaders = {{ \"A B\" = \"b\" }}\n"),
+                "mcp.servers[0].headers",
+            ),
+            (
+                &format!("{srv}command = [\"x\"]\npreset = \"nope\"\n"),
+                "mcp.servers[0].preset",
+            ),
+            (
+                &format!("[[mcp.servers]]\nname = \"a b\"\ncommand = [\"x\"]\n"),
+                "mcp.servers[0].name",
+            ),
+            (
+                &format!("{srv}command = [\"x\"]\n{srv}command = [\"y\"]\n"),
+                "mcp.servers[1].name",
+            ),
+            (
+                &format!(
+                    "{srv}command = [\"x\"]\n[[mcp.servers.map]]\ntool = \"t\"\narg = \"p\"\nfacet = \"file\"\n"
+                ),
+                "mcp.servers[0].map[0].op",
+            ),
+            (
+                &format!(
+                    "{srv}command = [\"x\"]\n[[mcp.servers.map]]\ntool = \"t\"\narg = \"p\"\nfacet = \"exec\"\nop = \"read\"\n"
+                ),
+                "mcp.servers[0].map[0].op",
+            ),
+            (
+                &format!(
+                    "{srv}command = [\"x\"]\n[[mcp.servers.map]]\ntool = \"t\"\narg = \"p\"\nfacet = \"disk\"\n"
+                ),
+                "mcp.servers[0].map[0].facet",
+            ),
+        ] {
+            let e = Config::parse(text, Path::new("/c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let ok = Config::parse(
+            "[mcp]\ndeny_tools = [\"fs/*\"]\n[[mcp.servers]]\nname = \"fs\"\ncommand = [\"srv\", \"/w\"]\npreset = \"filesystem\"\n[[mcp.servers.map]]\ntool = \"run\"\narg = \"cmd\"\nfacet = \"exec\"\n",
+            Path::new("/etc/p/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.mcp.servers[0].map[0].facet, Facet::Exec);
+        assert_eq!(ok.mcp.pins, PathBuf::from("/etc/p/portcullis-pins.json"));
+        let data = ok.policy_data();
+        assert_eq!(data["config"]["deny_tools"][0], "fs/*");
+        assert!(
+            data["config"]["protected_paths"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("/etc/p/portcullis-pins.json")),
+            "pins are protected: {data}"
+        );
+        assert!(
+            preset("filesystem")
+                .unwrap()
+                .iter()
+                .any(|m| m.tool == "move_file")
+        );
+        assert_eq!(
+            preset_for_server_info("secure-filesystem-server"),
+            Some("filesystem")
+        );
+    }
+
+    #[test]
     fn built_in_defaults_are_valid() {
         let c = Config::built_in(Path::new("/work")).unwrap();
         assert_eq!(c.source, ConfigSource::BuiltIn);
