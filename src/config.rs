@@ -926,7 +926,7 @@ mod tests {
                 "mcp.servers[0].preset",
             ),
             (
-                &format!("[[mcp.servers]]\nname = \"a b\"\ncommand = [\"x\"]\n"),
+                "[[mcp.servers]]\nname = \"a b\"\ncommand = [\"x\"]\n",
                 "mcp.servers[0].name",
             ),
             (

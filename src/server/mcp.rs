@@ -167,7 +167,10 @@ async fn post(
         }
         (None, false) => return Err(missing_session()),
     };
-    let rx = session.post(body.to_vec(), &ids).await;
+    let rx = match session.post(body.to_vec(), &ids).await {
+        Ok(rx) => rx,
+        Err(line) => return Ok(json_line(StatusCode::OK, line)),
+    };
     if ids.is_empty() {
         let mut r = http::text(StatusCode::ACCEPTED, "text/plain", String::new());
         *r.body_mut() = http::full(Bytes::new());

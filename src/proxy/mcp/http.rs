@@ -211,20 +211,38 @@ impl Sessions {
 impl Session {
     /// Hand one POST body to the relay. Responses to `request_ids` arrive on the returned
     /// receiver (with anything the server sends meanwhile).
-    pub async fn post(&self, body: Vec<u8>, request_ids: &[Value]) -> mpsc::Receiver<Vec<u8>> {
+    /// A request id already in flight (or twice in one batch) is refused as a whole: `Err`
+    /// carries the error to answer with.
+    pub async fn post(
+        &self,
+        body: Vec<u8>,
+        request_ids: &[Value],
+    ) -> Result<mpsc::Receiver<Vec<u8>>, Vec<u8>> {
         stdio::turned_on(&mut self.ready.clone()).await;
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         {
             let mut waiters = lock(&self.route.waiters);
-            for id in request_ids {
-                waiters.insert(jsonrpc::id_key(id), tx.clone());
+            let keys: Vec<String> = request_ids.iter().map(jsonrpc::id_key).collect();
+            let unique: std::collections::HashSet<&String> = keys.iter().collect();
+            if let Some(dup) = request_ids
+                .iter()
+                .zip(&keys)
+                .find(|(_, k)| waiters.contains_key(*k))
+                .map(|(id, _)| id)
+                .or((unique.len() < keys.len()).then(|| &request_ids[0]))
+            {
+                let msg = format!("request id {dup} is already in flight");
+                return Err(jsonrpc::error(dup, jsonrpc::INVALID_REQUEST, &msg, None));
+            }
+            for k in keys {
+                waiters.insert(k, tx.clone());
             }
         }
         // An earlier unasked message goes out on the first stream that opens.
         flush_backlog(&self.route, &tx);
         drop(tx);
         self.relay.from_client(body).await;
-        rx
+        Ok(rx)
     }
 
     /// The standing stream for what the server sends unasked (GET).

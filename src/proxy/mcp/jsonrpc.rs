@@ -50,11 +50,36 @@ pub fn parse_line(bytes: &[u8], max_bytes: usize) -> Result<Line, InputError> {
     }
 }
 
-/// The `id` of a line that failed strict parsing, if a lenient reading finds one, so the error
-/// can be addressed. The lenient reading is used for nothing else.
-pub fn salvage_id(bytes: &[u8]) -> Option<Value> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    valid_id(v.get("id")?).then(|| v["id"].clone())
+/// The ids of a line that failed strict parsing (each element of a batch), as far as a lenient
+/// reading finds them, so the errors can be addressed. The lenient reading is used for nothing
+/// else.
+pub fn salvage_ids(bytes: &[u8]) -> Vec<Value> {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return Vec::new();
+    };
+    let items = match v {
+        Value::Array(items) => items,
+        v => vec![v],
+    };
+    items
+        .into_iter()
+        .filter_map(|m| m.get("id").filter(|id| valid_id(id)).cloned())
+        .collect()
+}
+
+/// The id of a line too long to parse, if it shows one near its start or end (where
+/// serializers put `id`). Only used to fail that request instead of letting it hang.
+pub fn sniff_id(head: &[u8], tail: &[u8]) -> Option<Value> {
+    static ID: std::sync::LazyLock<Option<regex::bytes::Regex>> = std::sync::LazyLock::new(|| {
+        regex::bytes::Regex::new(r#""id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?[0-9]{1,19})"#).ok()
+    });
+    let re = ID.as_ref()?;
+    [head, tail].iter().find_map(|part| {
+        let m = re.captures(part)?.get(1)?;
+        serde_json::from_slice::<Value>(m.as_bytes())
+            .ok()
+            .filter(valid_id)
+    })
 }
 
 fn valid_id(id: &Value) -> bool {
@@ -126,7 +151,28 @@ mod tests {
     fn duplicate_keys_are_refused_at_any_depth() {
         let line = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"path":"a","path":"b"}}}"#;
         assert!(parse_line(line, 1 << 20).is_err());
-        assert_eq!(salvage_id(line), Some(json!(1)));
+        assert_eq!(salvage_ids(line), vec![json!(1)]);
+        let batch = br#"[{"jsonrpc":"2.0","id":"a","method":"x","params":{"k":1,"k":2}},{"jsonrpc":"2.0","id":2,"method":"y"}]"#;
+        assert_eq!(salvage_ids(batch), vec![json!("a"), json!(2)]);
+    }
+
+    #[test]
+    fn ids_are_sniffed_from_the_ends_of_an_over_long_line() {
+        assert_eq!(
+            sniff_id(
+                br#"{"jsonrpc":"2.0","id":42,"result":{"x":"aaa"#,
+                b"aaa\"}}"
+            ),
+            Some(json!(42))
+        );
+        assert_eq!(
+            sniff_id(
+                br#"{"result":{"content":"aaa"#,
+                br#"aaa"},"id":"r-1","jsonrpc":"2.0"}"#
+            ),
+            Some(json!("r-1"))
+        );
+        assert_eq!(sniff_id(b"{\"result\":", b"}"), None);
     }
 
     #[test]

@@ -147,10 +147,15 @@ impl Relay {
             }
             Err(e) => {
                 tracing::warn!(mcp.server = %self.cfg.server, error = %e, "refused a client message");
-                let id = jsonrpc::salvage_id(&line).unwrap_or(Value::Null);
                 let msg = format!("refused by portcullis: {e}");
-                self.reply(jsonrpc::error(&id, jsonrpc::PARSE_ERROR, &msg, None))
-                    .await;
+                let mut ids = jsonrpc::salvage_ids(&line);
+                if ids.is_empty() {
+                    ids.push(Value::Null);
+                }
+                for id in ids {
+                    self.reply(jsonrpc::error(&id, jsonrpc::PARSE_ERROR, &msg, None))
+                        .await;
+                }
             }
         }
     }
@@ -309,15 +314,9 @@ impl Relay {
             Err(e) => {
                 tracing::warn!(mcp.server = %self.cfg.server, error = %e, bytes = line.len(), "dropped a server message that is not strict JSON");
                 // The request it answered must not hang.
-                if let Some(id) = jsonrpc::salvage_id(&line)
-                    && lock(&self.inner)
-                        .calls
-                        .remove(&jsonrpc::id_key(&id))
-                        .is_some()
-                {
-                    let msg = format!("the tool server sent an invalid response: {e}");
-                    self.reply(jsonrpc::error(&id, jsonrpc::DENIED, &msg, None))
-                        .await;
+                for id in jsonrpc::salvage_ids(&line) {
+                    let why = format!("sent an invalid response: {e}");
+                    self.fail_request(&id, jsonrpc::DENIED, &why).await;
                 }
             }
         }
@@ -335,9 +334,17 @@ impl Relay {
         }
     }
 
-    /// A server line over `max_line_bytes`: dropped; the transport already skipped its bytes.
-    pub fn oversize_from_server(&self, bytes: usize) {
+    /// A server line over `max_line_bytes`: dropped (the transport skipped its bytes). If its
+    /// ends show the id of a request in flight, that request fails instead of hanging.
+    pub async fn oversize_from_server(&self, bytes: usize, head: &[u8], tail: &[u8]) {
         tracing::warn!(mcp.server = %self.cfg.server, bytes, limit = self.cfg.max_line_bytes, "dropped an oversize server line");
+        if let Some(id) = jsonrpc::sniff_id(head, tail) {
+            let why = format!(
+                "answered with {bytes} bytes, over the limit of {} (mcp.max_line_bytes)",
+                self.cfg.max_line_bytes
+            );
+            self.fail_request(&id, jsonrpc::DENIED, &why).await;
+        }
     }
 
     async fn server_message(self: &Arc<Self>, v: Value, raw: Vec<u8>) {
@@ -605,19 +612,15 @@ impl Relay {
     }
 
     /// A client line over `max_line_bytes`: skipped by the transport, answered here.
-    pub async fn oversize_from_client(&self, bytes: usize) {
+    pub async fn oversize_from_client(&self, bytes: usize, head: &[u8], tail: &[u8]) {
         tracing::warn!(mcp.server = %self.cfg.server, bytes, limit = self.cfg.max_line_bytes, "refused an oversize client line");
         let msg = format!(
             "refused by portcullis: a {bytes}-byte message is over mcp.max_line_bytes ({})",
             self.cfg.max_line_bytes
         );
-        self.reply(jsonrpc::error(
-            &Value::Null,
-            jsonrpc::INVALID_REQUEST,
-            &msg,
-            None,
-        ))
-        .await;
+        let id = jsonrpc::sniff_id(head, tail).unwrap_or(Value::Null);
+        self.reply(jsonrpc::error(&id, jsonrpc::INVALID_REQUEST, &msg, None))
+            .await;
     }
 
     // === deciding ===

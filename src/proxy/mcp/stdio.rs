@@ -35,40 +35,59 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// One line read with a bound.
 pub enum Read {
     Line(Vec<u8>),
-    /// A line over the bound, skipped; its length.
-    TooLong(usize),
+    /// A line over the bound, skipped: its length and its first and last bytes (where an `id`
+    /// may be found).
+    TooLong {
+        len: usize,
+        head: Vec<u8>,
+        tail: Vec<u8>,
+    },
     Eof,
 }
+
+/// Bytes kept of each end of an over-long line.
+const ENDS: usize = 256;
 
 /// Read one `\n`-terminated line of at most `max` bytes (without the newline; a `\r` before it
 /// is dropped too). An over-long line is consumed and reported, never buffered whole.
 pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Read> {
     let mut line = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     loop {
         let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok(match (seen, line.is_empty()) {
-                (0, _) => Read::Eof,
-                (n, _) if n > max => Read::TooLong(n),
-                _ => Read::Line(trim_cr(line)),
-            });
-        }
         let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
             Some(i) => (&buf[..i], Some(i + 1)),
             None => (buf, None),
         };
+        let eof = buf.is_empty();
         seen += chunk.len();
         if seen <= max {
             line.extend_from_slice(chunk);
         } else {
-            line = Vec::new();
+            if line.len() > ENDS {
+                line.truncate(ENDS);
+            }
+            if line.len() < ENDS {
+                let take = (ENDS - line.len()).min(chunk.len());
+                line.extend_from_slice(&chunk[..take]);
+            }
+        }
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(ENDS)..]);
+        if tail.len() > ENDS {
+            tail.drain(..tail.len() - ENDS);
         }
         let used = done.unwrap_or(chunk.len());
         r.consume(used);
-        if done.is_some() {
-            return Ok(if seen > max {
-                Read::TooLong(seen)
+        if done.is_some() || eof {
+            return Ok(if eof && seen == 0 {
+                Read::Eof
+            } else if seen > max {
+                Read::TooLong {
+                    len: seen,
+                    head: line,
+                    tail,
+                }
             } else {
                 Read::Line(trim_cr(line))
             });
@@ -115,7 +134,9 @@ where
                     read = read_line(&mut r, relay.max_line_bytes()) => match read {
                         Ok(Read::Line(l)) if l.iter().all(u8::is_ascii_whitespace) => {}
                         Ok(Read::Line(l)) => relay.from_client(l).await,
-                        Ok(Read::TooLong(n)) => relay.oversize_from_client(n).await,
+                        Ok(Read::TooLong { len, head, tail }) => {
+                            relay.oversize_from_client(len, &head, &tail).await
+                        }
                         Ok(Read::Eof) | Err(_) => break,
                     },
                     () = turned_on(&mut stop) => break,
@@ -180,7 +201,9 @@ pub async fn supervise(
                     match read_line(&mut r, relay.max_line_bytes()).await {
                         Ok(Read::Line(l)) if l.iter().all(u8::is_ascii_whitespace) => {}
                         Ok(Read::Line(l)) => relay.from_server(l).await,
-                        Ok(Read::TooLong(n)) => relay.oversize_from_server(n),
+                        Ok(Read::TooLong { len, head, tail }) => {
+                            relay.oversize_from_server(len, &head, &tail).await
+                        }
                         Ok(Read::Eof) | Err(_) => break,
                     }
                 }
@@ -292,7 +315,11 @@ mod tests {
         loop {
             match read_line(&mut r, max).await.unwrap() {
                 Read::Line(l) => out.push(String::from_utf8(l).unwrap()),
-                Read::TooLong(n) => out.push(format!("<{n}>")),
+                Read::TooLong { len, head, tail } => out.push(format!(
+                    "<{len} {} {}>",
+                    String::from_utf8(head).unwrap(),
+                    String::from_utf8(tail).unwrap()
+                )),
                 Read::Eof => return out,
             }
         }
@@ -301,9 +328,27 @@ mod tests {
     #[tokio::test]
     async fn lines_are_bounded_and_over_long_ones_skipped() {
         assert_eq!(lines(b"ab\r\ncd\n", 8).await, ["ab", "cd"]);
-        assert_eq!(lines(b"0123456789\nok\n", 8).await, ["<10>", "ok"]);
+        assert_eq!(
+            lines(b"0123456789\nok\n", 8).await,
+            ["<10 0123456789 0123456789>", "ok"]
+        );
         assert_eq!(lines(b"last", 8).await, ["last"]);
-        assert_eq!(lines(b"0123456789", 8).await, ["<10>"]);
+        assert_eq!(
+            lines(b"0123456789", 8).await,
+            ["<10 0123456789 0123456789>"]
+        );
+        // The ends of a long line are kept, its middle is not.
+        let long = format!(
+            "{}{}{}\n",
+            "h".repeat(300),
+            "m".repeat(5000),
+            "t".repeat(300)
+        );
+        let got = lines(long.as_bytes(), 1000).await;
+        assert_eq!(
+            got,
+            [format!("<5600 {} {}>", "h".repeat(256), "t".repeat(256))]
+        );
         assert_eq!(lines(b"", 8).await, Vec::<String>::new());
         assert_eq!(lines(b"12345678\n", 8).await, ["12345678"]);
     }

@@ -254,6 +254,13 @@ impl Shared {
                 Err(e) => return self.fail(id, &e).await,
             }
         }
+        // Answered by now, or never: the request must not hang (no-op when answered).
+        if let Some(id) = &id {
+            let why = "the upstream ended its answer without a response to this request";
+            self.relay
+                .fail_request(id, jsonrpc::SERVER_UNAVAILABLE, why)
+                .await;
+        }
         self.recycle(conn);
         if is_init {
             let s = self.clone();
@@ -305,7 +312,7 @@ impl Shared {
                 }
                 if line.is_empty() {
                     if over {
-                        self.relay.oversize_from_server(data.len());
+                        self.relay.oversize_from_server(data.len(), b"", b"").await;
                     } else if !data.is_empty() {
                         self.deliver(std::mem::take(&mut data), is_init).await;
                     }
@@ -325,7 +332,7 @@ impl Shared {
                 // `event:`, `id:`, `retry:` and comments carry nothing the relay needs.
             }
             if buf.len() > max {
-                self.relay.oversize_from_server(buf.len());
+                self.relay.oversize_from_server(buf.len(), b"", b"").await;
                 buf.clear();
                 over = true;
             }
