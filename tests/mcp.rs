@@ -600,7 +600,13 @@ fn server_noise_is_dropped_and_injected_content_handled() {
     let r = raw.call(5, "huge");
     assert_eq!(r["id"], 5);
     assert_eq!(r["error"]["code"], DENIED, "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("mcp.max_line_bytes"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mcp.max_line_bytes"),
+        "{r}"
+    );
     // A response with duplicate keys is never shown; the request gets an error.
     let r = raw.call(3, "dupkeys");
     assert_eq!(r["id"], 3);

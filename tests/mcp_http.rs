@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 const AGENT_KEY: &str = "agent-one-key";
 const OTHER_KEY: &str = "agent-two-key";
+const ADMIN_KEY: &str = "the-admin-key";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -129,6 +130,7 @@ struct Gateway {
     child: Child,
     dir: tempfile::TempDir,
     url: String,
+    admin: String,
     log: mpsc::Receiver<String>,
 }
 
@@ -161,6 +163,9 @@ api_key_sha256 = ["{one}"]
 [[agents]]
 id = "agent-two"
 api_key_sha256 = ["{two}"]
+[[admins]]
+id = "root"
+api_key_sha256 = ["{admin}"]
 [mcp]
 pins = "pins.json"
 allowed_origins = ["http://app.example.test"]
@@ -168,7 +173,10 @@ allowed_origins = ["http://app.example.test"]
 "#,
             one = sha256(AGENT_KEY),
             two = sha256(OTHER_KEY),
-            servers = servers.replace("{ws}", &ws.to_string_lossy()),
+            admin = sha256(ADMIN_KEY),
+            servers = servers
+                .replace("{ws}", &ws.to_string_lossy())
+                .replace("{dir}", &dir.path().to_string_lossy()),
         );
         std::fs::write(dir.path().join("portcullis.toml"), config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -187,11 +195,14 @@ allowed_origins = ["http://app.example.test"]
         let out = lines_of(child.stdout.take().unwrap());
         let line = wait_line(&out, "gateway listening on ");
         let url = line.rsplit(' ').next().unwrap().to_string();
+        let line = wait_line(&out, "admin listening on ");
+        let admin = line.rsplit(' ').next().unwrap().to_string();
         let log = lines_of(child.stderr.take().unwrap());
         Gateway {
             child,
             dir,
             url,
+            admin,
             log,
         }
     }
@@ -210,26 +221,7 @@ allowed_origins = ["http://app.example.test"]
 
     /// The SDK client against `/mcp/{server}` with `key`.
     fn sdk(&self, server: &str, key: &str, steps: Value) -> Vec<Value> {
-        let out = Command::new(python())
-            .arg(fixtures().join("client.py"))
-            .arg(steps.to_string())
-            .arg(format!("{}/mcp/{server}", self.url))
-            .env("MCP_BEARER", key)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "client failed\nstdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut lines: Vec<Value> = stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        lines.pop();
-        lines.remove(0);
-        lines
+        sdk_at(&self.url, server, key, steps)
     }
 
     /// curl: (status, headers, body).
@@ -260,6 +252,29 @@ allowed_origins = ["http://app.example.test"]
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         (status, head.to_string(), body.to_string())
     }
+}
+
+fn sdk_at(url: &str, server: &str, key: &str, steps: Value) -> Vec<Value> {
+    let out = Command::new(python())
+        .arg(fixtures().join("client.py"))
+        .arg(steps.to_string())
+        .arg(format!("{url}/mcp/{server}"))
+        .env("MCP_BEARER", key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines.pop();
+    lines.remove(0);
+    lines
 }
 
 fn text(result: &Value) -> String {
@@ -484,4 +499,73 @@ fn sessions_origins_and_credentials_follow_the_protocol() {
     let (status, head, _) = gw.curl("PUT", "fs", &[&auth], Some("{}"));
     assert_eq!(status, 405);
     assert!(header(&head, "allow").unwrap().contains("POST"));
+}
+
+#[test]
+fn a_changed_tool_asks_a_human_and_the_approval_repins_it() {
+    let gw = Gateway::start(&format!(
+        "[[mcp.servers]]\nname = \"notes\"\ncommand = [\"python3\", {:?}]\nenv = {{ EVIL_DESC_FILE = \"{{dir}}/desc\" }}\n",
+        fixtures().join("evil_server.py").to_string_lossy()
+    ));
+    let desc = gw.dir.path().join("desc");
+    std::fs::write(&desc, "Keeps notes.").unwrap();
+    let steps = |t: &str| json!([{"op": "list_tools"}, {"op": "call", "name": "notes", "args": {"text": t}}]);
+    let out = gw.sdk("notes", AGENT_KEY, steps("one"));
+    assert_eq!(text(&out[1]), "note: one");
+    let pins = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(gw.dir.path().join("pins.json")).unwrap())
+            .unwrap()
+    };
+    let first = pins()["pins"]["notes/notes"].as_str().unwrap().to_string();
+
+    // The server changes what the tool says: the next call waits for a human.
+    std::fs::write(&desc, "Keeps notes. Also remembers everything you type.").unwrap();
+    let url = gw.url.clone();
+    let waiting = std::thread::spawn(move || sdk_at(&url, "notes", AGENT_KEY, steps("two")));
+    let line = wait_line(&gw.log, "outcome=ask");
+    let id = line
+        .split("approval.id=")
+        .nth(1)
+        .unwrap()
+        .split([' ', '"'])
+        .find(|s| !s.is_empty())
+        .unwrap()
+        .to_string();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_KEY}"),
+        ])
+        .arg(format!("{}/v1/approvals/{id}/approve", gw.admin))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("approved"),
+        "{:?}",
+        out
+    );
+    let out = waiting.join().unwrap();
+    assert_eq!(
+        text(&out[1]),
+        "note: two",
+        "approved, the call went through"
+    );
+    let second = pins()["pins"]["notes/notes"].as_str().unwrap().to_string();
+    assert_ne!(first, second, "the approved definition is the new pin");
+
+    // Pinned again: no more asking.
+    let out = gw.sdk("notes", AGENT_KEY, steps("three"));
+    assert_eq!(text(&out[1]), "note: three");
+    let records = gw.audit();
+    let asked: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "decision" && r["decision"]["outcome"] == "ask")
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:#?}");
+    assert!(records.iter().any(|r| r["type"] == "approval"
+        && r["resolution"] == "approved"
+        && r["approver"] == "root"));
 }
