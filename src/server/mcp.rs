@@ -8,8 +8,9 @@
 //! * GET: the session's standing SSE stream. DELETE: ends the session.
 //! * `Mcp-Session-Id` is issued at `initialize` and bound to the agent: another agent's (or an
 //!   unknown) id is 404, as for an expired session. A missing id after initialize is 400.
-//! * `Origin`, when sent, must be one of `mcp.allowed_origins` (403 otherwise): a web page must
-//!   not reach a local tool server through a rebinding DNS name.
+//! * DNS rebinding (a web page reaching a local tool server through a name that resolves to
+//!   127.0.0.1): on a loopback listener, `Host` must be a loopback name; `Origin`, when sent,
+//!   must be the gateway's own loopback origin or one of `mcp.allowed_origins`. Else 403.
 
 use std::sync::Arc;
 
@@ -40,21 +41,7 @@ pub async fn handle(
             format!("no MCP server {server:?} is configured"),
         ));
     };
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| app.config.mcp.allowed_origins.iter().any(|a| a == o));
-        if !allowed {
-            return Err(HttpError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden_origin",
-                format!(
-                    "Origin {:?} is not in mcp.allowed_origins",
-                    String::from_utf8_lossy(origin.as_bytes())
-                ),
-            ));
-        }
-    }
+    check_origin(app, &req)?;
     let caller = super::gateway::caller(app, &req, conn)?;
     let session_id = req
         .headers()
@@ -257,6 +244,61 @@ fn json_line(status: StatusCode, mut line: Vec<u8>) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+fn check_origin(app: &App, req: &Request<Incoming>) -> Result<(), HttpError> {
+    let forbidden = |m: String| HttpError::new(StatusCode::FORBIDDEN, "forbidden_origin", m);
+    let loopback = app.config.server.listen.ip().is_loopback();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if loopback && !is_loopback_name(host_name(host)) {
+        return Err(forbidden(format!(
+            "Host {host:?} is not a loopback name; this gateway listens on loopback"
+        )));
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if app.config.mcp.allowed_origins.iter().any(|a| a == origin) {
+        return Ok(());
+    }
+    // The gateway's own origin, on loopback: a same-origin request.
+    let own = url::Url::parse(origin).ok().is_some_and(|u| {
+        let authority = match u.port() {
+            Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+            None => u.host_str().unwrap_or("").to_string(),
+        };
+        loopback && u.scheme() == "http" && authority.eq_ignore_ascii_case(host)
+    });
+    if own {
+        return Ok(());
+    }
+    Err(forbidden(format!(
+        "Origin {origin:?} is not in mcp.allowed_origins"
+    )))
+}
+
+/// The name part of a `Host` value (`[::1]:8080` → `[::1]`).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn accepts(req: &Request<Incoming>, what: &str) -> bool {
