@@ -6,9 +6,10 @@
 #                                      the model); listing it is not asked, calling it is
 #   tools.denied                 deny  a tool matched by mcp.deny_tools (`server/tool` globs):
 #                                      hidden from tools/list and refused when called
-#   tools.server_request_denied  deny  a request a tool server sends the client that the pack
-#                                      refuses (pack.tools.denied_server_requests: sampling, so
-#                                      a server cannot spend the agent's model on its own prompts)
+#   tools.server_request_denied  deny  a request a tool server sends the client that is refused
+#                                      (mcp.deny_server_requests, default
+#                                      pack.tools.denied_server_requests: sampling, so a server
+#                                      cannot spend the agent's model on its own prompts)
 # Labels:
 #   secret_read        a tool result carries a secret (it is also redacted)
 #   untrusted_content  a tool result or tool list carries invisible Unicode or instruction-like
@@ -53,7 +54,7 @@ deny contains r if {
 deny contains r if {
 	input.kind == "tool_call"
 	input.via == "mcp"
-	input.tool.name in pk.denied_server_requests
+	input.tool.name in object.get(data.config, "deny_server_requests", pk.denied_server_requests)
 	r := {
 		"rule": "tools.server_request_denied",
 		"message": sprintf("tool server %s may not send the client %s", [object.get(input.tool, "server", ""), input.tool.name]),

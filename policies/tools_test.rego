@@ -103,6 +103,14 @@ test_sampling_requests_from_servers_are_denied if {
 	e.outcome == "allow"
 }
 
+test_configured_server_requests_replace_the_default if {
+	c := object.union(cfg, {"deny_server_requests": ["elicitation/create"]})
+	s := data.portcullis.decision with input as {"kind": "tool_call", "via": "mcp", "tool": {"server": "x", "name": "sampling/createMessage", "arguments": {}}} with data.config as c
+	s.outcome == "allow"
+	e := data.portcullis.decision with input as {"kind": "tool_call", "via": "mcp", "tool": {"server": "x", "name": "elicitation/create", "arguments": {}}} with data.config as c
+	e.outcome == "deny"
+}
+
 # === untrusted_content ===
 
 test_hidden_instructions_label_untrusted if {

@@ -502,7 +502,7 @@ impl Config {
         protected.push(canon(&self.audit.path));
         // Pins decide which tool descriptions need approval: an agent must not rewrite them.
         protected.push(canon(&self.mcp.pins));
-        json!({
+        let mut data = json!({
             "config": {
                 "workspace_roots": self.workspace.roots.iter().map(|r| canon(r)).collect::<Vec<_>>(),
                 "allow_hosts": self.network.allow_hosts,
@@ -510,7 +510,11 @@ impl Config {
                 "protected_paths": protected,
                 "deny_tools": self.mcp.deny_tools,
             }
-        })
+        });
+        if let Some(d) = &self.mcp.deny_server_requests {
+            data["config"]["deny_server_requests"] = json!(d);
+        }
+        data
     }
 
     /// A one-line description for `config check` and start-up logs.

@@ -22,6 +22,9 @@ pub struct McpConfig {
     pub restart_backoff: Duration,
     /// `server/tool` glob patterns no agent may list or call.
     pub deny_tools: Vec<String>,
+    /// Requests a server may not send the client (the pack's default when `None`:
+    /// `sampling/createMessage`).
+    pub deny_server_requests: Option<Vec<String>>,
     /// Origins a browser may call `/mcp/{server}` from (exact `scheme://host[:port]`); any
     /// other `Origin` gets 403. Requests without `Origin` (not from a browser) are not affected.
     pub allowed_origins: Vec<String>,
@@ -130,6 +133,7 @@ pub(super) struct RawMcp {
     restart_backoff_ms: Option<u64>,
     #[serde(default)]
     deny_tools: Vec<String>,
+    deny_server_requests: Option<Vec<String>>,
     #[serde(default)]
     allowed_origins: Vec<String>,
     max_sessions: Option<usize>,
@@ -308,6 +312,7 @@ pub(super) fn mcp_config(
         return err("mcp.session_idle_s".into(), "must be at least 1");
     }
     Ok(McpConfig {
+        deny_server_requests: raw.deny_server_requests,
         allowed_origins: raw.allowed_origins,
         max_sessions,
         session_idle: Duration::from_secs(idle),

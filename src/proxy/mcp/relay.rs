@@ -322,6 +322,11 @@ impl Relay {
         }
     }
 
+    /// Whether client request `id` still waits for its answer.
+    pub fn in_flight(&self, id: &Value) -> bool {
+        lock(&self.inner).calls.contains_key(&jsonrpc::id_key(id))
+    }
+
     /// The transport could not deliver request `id` (or its answer): the client gets `code`.
     pub async fn fail_request(&self, id: &Value, code: i64, why: &str) {
         if lock(&self.inner)

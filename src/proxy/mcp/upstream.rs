@@ -26,6 +26,11 @@ use crate::sync::lock;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
+const LAST_EVENT_ID: &str = "last-event-id";
+/// Reconnects of one answer stream the server closed early.
+const MAX_RESUMES: usize = 5;
+/// Longest reconnect delay honoured.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Where the upstream is and what to send it.
 #[derive(Debug, Clone)]
@@ -247,7 +252,25 @@ impl Shared {
             return;
         }
         if sse {
-            self.events(resp, is_init).await;
+            let mut resume = self.events(resp, is_init).await;
+            // A server may end the stream early and expect a reconnect with Last-Event-ID
+            // (SSE polling); the answer is then replayed on a GET.
+            let mut tries = 0;
+            while let (Some(id), Some((last, retry))) = (&id, resume.take()) {
+                if !self.relay.in_flight(id) || tries == MAX_RESUMES {
+                    break;
+                }
+                tries += 1;
+                tokio::time::sleep(retry).await;
+                let mut req = self.request(Method::GET, Bytes::new(), None);
+                req.headers_mut().insert(LAST_EVENT_ID, last);
+                match self.send(req).await {
+                    Ok((resp, _)) if resp.status().is_success() && is_sse(&resp) => {
+                        resume = self.events(resp, false).await;
+                    }
+                    _ => break,
+                }
+            }
         } else {
             match self.read_all(resp).await {
                 Ok(body) => self.deliver(body.to_vec(), is_init).await,
@@ -276,7 +299,7 @@ impl Shared {
             return;
         };
         if resp.status().is_success() && is_sse(&resp) {
-            self.events(resp, false).await;
+            let _ = self.events(resp, false).await;
         }
     }
 
@@ -291,8 +314,15 @@ impl Shared {
         self.relay.from_server(line).await;
     }
 
-    /// Relay each SSE event's data as one message, as it arrives.
-    async fn events(&self, resp: Response<Incoming>, is_init: bool) {
+    /// Relay each SSE event's data as one message, as it arrives. Returns the last event id
+    /// and the reconnect delay the server asked for, if it gave an id.
+    async fn events(
+        &self,
+        resp: Response<Incoming>,
+        is_init: bool,
+    ) -> Option<(HeaderValue, Duration)> {
+        let mut last_id: Option<HeaderValue> = None;
+        let mut retry = Duration::from_secs(1);
         let max = self.up.max_message_bytes;
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();
@@ -318,6 +348,16 @@ impl Shared {
                     }
                     data.clear();
                     over = false;
+                } else if let Some(rest) = line.strip_prefix(b"id:") {
+                    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                    last_id = HeaderValue::from_bytes(rest).ok().filter(|v| !v.is_empty());
+                } else if let Some(rest) = line.strip_prefix(b"retry:") {
+                    let ms = std::str::from_utf8(rest)
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok());
+                    if let Some(ms) = ms {
+                        retry = Duration::from_millis(ms).min(MAX_RETRY);
+                    }
                 } else if let Some(rest) = line.strip_prefix(b"data:") {
                     let rest = rest.strip_prefix(b" ").unwrap_or(rest);
                     if !data.is_empty() {
@@ -340,6 +380,7 @@ impl Shared {
         if !over && !data.is_empty() {
             self.deliver(data, is_init).await;
         }
+        last_id.map(|id| (id, retry))
     }
 
     async fn read_all(&self, resp: Response<Incoming>) -> Result<Bytes, String> {
