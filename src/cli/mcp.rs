@@ -77,10 +77,10 @@ pub fn run(args: McpArgs) -> Result<ExitCode, Failure> {
         )
         .into());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One client, one server: a single thread relays without cross-thread wake-ups (the audit
+    // writer has its own thread).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("portcullis-mcp")
         .build()?;
     runtime.block_on(mcp::run_stdio(config, server))?;
     Ok(ExitCode::SUCCESS)

@@ -146,17 +146,24 @@ pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError
         argv: server.command.clone(),
         env: server.env.clone(),
     };
-    let result = stdio::run(
-        relay,
-        spawn,
-        config.mcp.restart_backoff,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        client_rx,
-        server_rx,
-        stop,
-    )
-    .await;
+    let backoff = config.mcp.restart_backoff;
+    // Pipes (what MCP clients give their servers) are read and written on the runtime's own
+    // reactor; anything else through tokio's blocking stdin/stdout.
+    let result = match client_pipes() {
+        Some((input, output)) => {
+            stdio::run(
+                relay, spawn, backoff, input, output, client_rx, server_rx, stop,
+            )
+            .await
+        }
+        None => {
+            let (input, output) = (tokio::io::stdin(), tokio::io::stdout());
+            stdio::run(
+                relay, spawn, backoff, input, output, client_rx, server_rx, stop,
+            )
+            .await
+        }
+    };
     // Records still queued are written and synced before we exit.
     tokio::task::spawn_blocking(move || audit.close())
         .await
@@ -167,6 +174,19 @@ pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError
         })?;
     result?;
     Ok(())
+}
+
+/// Our stdin and stdout as non-blocking pipe ends, if both are pipes.
+fn client_pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd;
+    let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(input).ok()?;
+    let tx = tokio::net::unix::pipe::Sender::from_owned_fd(output).ok()?;
+    Some((rx, tx))
 }
 
 /// The server name for `portcullis mcp -- CMD ARGS…` without `--name`: the file name of the

@@ -526,7 +526,7 @@ impl Relay {
                 base_action(Kind::ToolList, tool),
             ) {
                 Ok(p) => {
-                    pendings.push(tokio::spawn(p.release()));
+                    pendings.push(p);
                     listed.push(t);
                 }
                 Err(e) => {
@@ -535,11 +535,9 @@ impl Relay {
             }
         }
         let mut shown = Vec::new();
+        // All records are on their way; each is released once durable.
         for (t, p) in listed.into_iter().zip(pendings) {
-            let allowed = match p.await {
-                Ok(verdict) => self.final_outcome(verdict).await.outcome == Outcome::Allow,
-                Err(_) => false,
-            };
+            let allowed = self.final_outcome(p.release().await).await.outcome == Outcome::Allow;
             if allowed {
                 shown.push(t);
             }
@@ -719,17 +717,13 @@ impl Relay {
     }
 
     async fn settle(&self, pendings: Vec<crate::gate::Pending>) -> Result<Verdict, String> {
-        // Released in tasks, so records and labels settle even if this session goes away.
-        let ids: Vec<String> = pendings.iter().map(|p| p.action.id.clone()).collect();
-        let tasks: Vec<_> = pendings
-            .into_iter()
-            .map(|p| tokio::spawn(p.release()))
-            .collect();
+        // Every decision of the relay runs in a task of its own, never cancelled with a
+        // connection, so records and labels settle even if the client goes away. All records
+        // were submitted by `decide_for`; each is released once durable.
         let mut worst: Option<Verdict> = None;
-        for (task, action_id) in tasks.into_iter().zip(ids) {
-            let verdict = task
-                .await
-                .map_err(|e| format!("decision task failed: {e}"))?;
+        for p in pendings {
+            let action_id = p.action.id.clone();
+            let verdict = p.release().await;
             let approval_id = verdict.approval.as_ref().map(|t| t.id.clone());
             let decision = self.final_outcome(verdict).await;
             if worst
