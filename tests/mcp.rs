@@ -20,35 +20,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod common;
+
+use common::{fixtures, python, text};
+
 const DENIED: i64 = -32010;
 const SERVER_UNAVAILABLE: i64 = -32011;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixtures() -> PathBuf {
-    root().join("tests/mcp-fixtures")
-}
-
-fn python() -> PathBuf {
-    let p = root().join("target/test-venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/test-deps.sh` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
 fn npm_bin(name: &str) -> String {
-    let p = fixtures().join("node_modules/.bin").join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/test-deps.sh` (scripts/test.sh does)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
+    common::node_module(&format!(".bin/{name}"))
 }
 
 /// A workspace, a config and the paths the wrapper writes.
@@ -143,15 +123,6 @@ fn sdk(env: &Env, steps: Value, argv: &[String]) -> (Vec<Value>, u64) {
     let sampled = lines.pop().unwrap()["sampled"].as_u64().unwrap();
     lines.remove(0);
     (lines, sampled)
-}
-
-fn text(result: &Value) -> String {
-    result["ok"]["content"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no content in {result}"))
-        .iter()
-        .filter_map(|c| c["text"].as_str())
-        .collect()
 }
 
 fn decisions<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {

@@ -9,74 +9,23 @@
     reason = "tests fail loudly"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
+
+mod common;
+
+use common::{fixtures, lines_of, node_module, python, text, wait_line};
 
 const AGENT_KEY: &str = "agent-one-key";
 const OTHER_KEY: &str = "agent-two-key";
 const ADMIN_KEY: &str = "the-admin-key";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixtures() -> PathBuf {
-    root().join("tests/mcp-fixtures")
-}
-
-fn python() -> PathBuf {
-    let p = root().join("target/test-venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/test-deps.sh`",
-        p.display()
-    );
-    p
-}
-
-fn node_module(path: &str) -> String {
-    let p = fixtures().join("node_modules").join(path);
-    assert!(
-        p.exists(),
-        "{} is missing: run `bash scripts/test-deps.sh`",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
 fn sha256(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
-}
-
-/// A process whose stderr (or stdout) lines arrive on a channel.
-fn lines_of(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("no line with {needle:?}: {e}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
 }
 
 struct Upstream {
@@ -289,15 +238,6 @@ fn sdk_at(url: &str, server: &str, key: &str, steps: Value) -> Vec<Value> {
     lines.pop();
     lines.remove(0);
     lines
-}
-
-fn text(result: &Value) -> String {
-    result["ok"]["content"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no content in {result}"))
-        .iter()
-        .filter_map(|c| c["text"].as_str())
-        .collect()
 }
 
 /// A response header's value, by case-insensitive name.
