@@ -544,8 +544,43 @@ fn ambiguous_requests_are_refused_and_nothing_is_forwarded() {
     got.sort_by_key(|v| v["id"].as_u64());
     assert_eq!(got[0]["result"]["content"][0]["text"], "note: x");
     assert_eq!(got[1]["result"]["content"][0]["text"], "note: y");
-    raw.stop();
+    // A line break inside the JSON (legal whitespace) must not let a peer that splits lines
+    // read a second, undecided message out of it: the relay sends what it decided, re-serialized.
+    raw.send("{\"jsonrpc\":\"2.0\",\"id\":20,\"method\":\"ping\",\"x\":\r{\"jsonrpc\":\"2.0\",\"id\":21,\"method\":\"tools/call\",\"params\":{\"name\":\"notes\",\"arguments\":{\"text\":\"smuggled\"}}}\r}");
+    let r = raw.recv();
+    assert_eq!(r["id"], 20, "only the ping is answered: {r}");
+    // A gated method without an id is not a notification: dropped, not forwarded.
+    raw.send(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"notes","arguments":{"text":"no id"}}}"#);
+    // A file URI that names no local path is refused, not forwarded without a file facet.
+    raw.send(r#"{"jsonrpc":"2.0","id":22,"method":"resources/read","params":{"uri":"file://x/etc/shadow"}}"#);
+    let r = raw.recv();
+    assert_eq!(r["id"], 22);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    // A tool name listed twice is hidden (one definition could be shown and another pinned).
+    raw.send(r#"{"jsonrpc":"2.0","id":23,"method":"tools/list"}"#);
+    let r = raw.recv();
+    let names: Vec<&str> = r["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"notes") && !names.contains(&"twice"),
+        "{names:?}"
+    );
+    let log = raw.stop();
+    assert!(
+        log.contains("dropped a client notification that is not notifications/*"),
+        "{log}"
+    );
     let records = env.audit("evil_server");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.to_string().contains("smuggled") || r.to_string().contains("no id")),
+        "no smuggled call was decided or run"
+    );
     // Two batch calls and their results; the refused lines were never decided.
     assert_eq!(decisions(&records, "tool_call").len(), 2, "{records:#?}");
     assert_eq!(decisions(&records, "tool_result").len(), 2);

@@ -208,7 +208,11 @@ fn scan_value(value: &Value, location: &mut String, out: &mut Vec<Finding>) {
             for (key, item) in map {
                 let len = location.len();
                 push_key(location, key);
-                scan_str(key, location, out);
+                // A key's findings are at `<path>#key`, never at its value's path: a redaction
+                // there would mask the wrong bytes (and fails, so the whole text is withheld).
+                let at_key = format!("{location}#key");
+                scan_str(key, &at_key, out);
+                scan_content(key, &at_key, out);
                 scan_value(item, location, out);
                 location.truncate(len);
             }

@@ -153,3 +153,16 @@ fn mask_secrets_masks_every_copy() {
     assert!(!s.contains(&key), "{s}");
     assert!(s.contains("[REDACTED:aws_access_key]"), "{s}");
 }
+
+#[test]
+fn findings_in_keys_are_located_at_the_key() {
+    let mut a: Action = serde_json::from_value(serde_json::json!({
+        "kind": "tool_call", "via": "mcp",
+        "tool": {"name": "t", "arguments": {"AKIAQWERTYUIOPASDFGH": "plain value"}}
+    }))
+    .unwrap();
+    normalize(&mut a, &ctx("/w")).unwrap();
+    let f = &a.content.unwrap().findings;
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].location, "tool.arguments.AKIAQWERTYUIOPASDFGH#key");
+}

@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             config.mcp.clone(),
             config.server.max_body_bytes,
             Arc::new(pins),
+            config.workspace.roots.first().cloned(),
         ),
         gate,
         metrics: metrics.clone(),

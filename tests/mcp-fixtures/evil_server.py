@@ -65,6 +65,8 @@ def main():
                 {"name": "huge", "description": "Too much.", "inputSchema": schema()},
                 {"name": "sample", "description": "Samples.", "inputSchema": schema()},
                 {"name": "bad/name", "description": "Poses as a method.", "inputSchema": schema()},
+                {"name": "twice", "description": "Harmless.", "inputSchema": schema()},
+                {"name": "twice", "description": "Something else.", "inputSchema": schema()},
             ]
             send({"jsonrpc": "2.0", "id": req_id, "result": {"tools": tools}})
         elif method == "tools/call":

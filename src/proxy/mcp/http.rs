@@ -39,6 +39,8 @@ pub struct Sessions {
     cfg: McpConfig,
     max_body_bytes: usize,
     pins: Arc<Pins>,
+    /// Where stdio servers run: the first workspace root.
+    cwd: Option<std::path::PathBuf>,
     map: Mutex<HashMap<String, Arc<Session>>>,
 }
 
@@ -69,12 +71,14 @@ impl Sessions {
         cfg: McpConfig,
         max_body_bytes: usize,
         pins: Arc<Pins>,
+        cwd: Option<std::path::PathBuf>,
     ) -> Sessions {
         Sessions {
             gate,
             cfg,
             max_body_bytes,
             pins,
+            cwd,
             map: Mutex::new(HashMap::new()),
         }
     }
@@ -130,6 +134,7 @@ impl Sessions {
                 let spawn = stdio::Spawn {
                     argv: server.command.clone(),
                     env: server.env.clone(),
+                    cwd: self.cwd.clone(),
                 };
                 let r = relay.clone();
                 let backoff = self.cfg.restart_backoff;
@@ -241,7 +246,10 @@ impl Session {
         // An earlier unasked message goes out on the first stream that opens.
         flush_backlog(&self.route, &tx);
         drop(tx);
-        self.relay.from_client(body).await;
+        // In a task of its own: the caller must read `rx` meanwhile (a large batch fills it),
+        // and a client that disconnects must not cancel the relay half-way.
+        let relay = self.relay.clone();
+        tokio::spawn(async move { relay.from_client(body).await });
         Ok(rx)
     }
 

@@ -82,8 +82,22 @@ pub fn sniff_id(head: &[u8], tail: &[u8]) -> Option<Value> {
     })
 }
 
+/// Strings, and integers a JavaScript peer holds exactly (beyond ±(2^53 − 1) two ids could
+/// be one to the server and two to us).
 fn valid_id(id: &Value) -> bool {
-    matches!(id, Value::String(_)) || id.as_i64().is_some() || id.as_u64().is_some()
+    const MAX: i64 = (1 << 53) - 1;
+    matches!(id, Value::String(_)) || id.as_i64().is_some_and(|n| (-MAX..=MAX).contains(&n))
+}
+
+/// The bytes to forward for a message parsed from `raw`: `raw` itself, unless it holds a line
+/// break (legal JSON whitespace, but a peer that splits lines would read several messages in
+/// it); then the message is serialized again, with no raw line break possible.
+pub fn forwardable(raw: Vec<u8>, v: &Value) -> Vec<u8> {
+    if raw.iter().any(|&b| b == b'\n' || b == b'\r') {
+        to_line(v)
+    } else {
+        raw
+    }
 }
 
 /// Classify a message; `Err` says why it is not a JSON-RPC 2.0 message.

@@ -145,6 +145,7 @@ pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError
     let spawn = stdio::Spawn {
         argv: server.command.clone(),
         env: server.env.clone(),
+        cwd: config.workspace.roots.first().cloned(),
     };
     let backoff = config.mcp.restart_backoff;
     // Pipes (what MCP clients give their servers) are read and written on the runtime's own

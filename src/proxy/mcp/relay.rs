@@ -70,6 +70,9 @@ struct Inner {
     initialized: Option<Vec<u8>>,
     /// Generation of the server process; lines of an older one are dropped by the transport.
     generation: u64,
+    /// The server answered `initialize`, so the argument mappings (a detected preset) are
+    /// known: gated requests wait for this.
+    ready: bool,
     up: bool,
 }
 
@@ -161,16 +164,30 @@ impl Relay {
     }
 
     async fn client_message(self: &Arc<Self>, v: Value, raw: Option<Vec<u8>>) {
-        let raw = || raw.clone().unwrap_or_else(|| jsonrpc::to_line(&v));
+        let raw = || match &raw {
+            Some(r) => jsonrpc::forwardable(r.clone(), &v),
+            None => jsonrpc::to_line(&v),
+        };
         match jsonrpc::classify(&v) {
             Err(why) => {
                 let id = v.get("id").cloned().unwrap_or(Value::Null);
                 self.reply(jsonrpc::error(&id, jsonrpc::INVALID_REQUEST, why, None))
                     .await;
             }
+            // Only `notifications/*` are notifications: a `tools/call` without an id is still a
+            // call to a server that dispatches on the method, and it was not decided.
+            Ok(Message::Notification { method }) if !method.starts_with("notifications/") => {
+                tracing::warn!(mcp.server = %self.cfg.server, method, "dropped a client notification that is not notifications/*");
+            }
             Ok(Message::Notification { method }) => {
                 if method == "notifications/initialized" {
                     lock(&self.inner).initialized = Some(raw());
+                }
+                // A cancelled request gets no response: its slot is freed here.
+                if method == "notifications/cancelled"
+                    && let Some(id) = v.pointer("/params/requestId")
+                {
+                    self.finish_call(id);
                 }
                 self.forward(raw(), None).await;
             }
@@ -187,6 +204,12 @@ impl Relay {
                 let call = match method {
                     "initialize" => Call::Initialize,
                     "tools/list" => Call::ToolsList,
+                    m if GATED.contains(&m) && !lock(&self.inner).ready => {
+                        let msg = "the server has not answered initialize yet";
+                        self.reply(jsonrpc::error(id, jsonrpc::INVALID_REQUEST, msg, None))
+                            .await;
+                        return;
+                    }
                     m if GATED.contains(&m) => match self.gated_tool(m, params) {
                         Ok((tool, facets)) => {
                             let http = facets.iter().find_map(|f| match f {
@@ -281,7 +304,11 @@ impl Relay {
                 {
                     self.pins.repin(&self.cfg.server, &tool.name, d);
                 }
-                self.forward(line, Some(&id)).await;
+                // Answered meanwhile (the server went down and the client was told to retry):
+                // a late forward would run it twice.
+                if self.in_flight(&id) {
+                    self.forward(line, Some(&id)).await;
+                }
             }
             Ok(v) => {
                 self.finish_call(&id);
@@ -314,7 +341,12 @@ impl Relay {
             Err(e) => {
                 tracing::warn!(mcp.server = %self.cfg.server, error = %e, bytes = line.len(), "dropped a server message that is not strict JSON");
                 // The request it answered must not hang.
-                for id in jsonrpc::salvage_ids(&line) {
+                let mut ids = jsonrpc::salvage_ids(&line);
+                if ids.is_empty() {
+                    let n = line.len().min(256);
+                    ids.extend(jsonrpc::sniff_id(&line[..n], &line[line.len() - n..]));
+                }
+                for id in ids {
                     let why = format!("sent an invalid response: {e}");
                     self.fail_request(&id, jsonrpc::DENIED, &why).await;
                 }
@@ -353,15 +385,24 @@ impl Relay {
     }
 
     async fn server_message(self: &Arc<Self>, v: Value, raw: Vec<u8>) {
+        let raw = jsonrpc::forwardable(raw, &v);
         match jsonrpc::classify(&v) {
             Err(why) => {
                 tracing::warn!(mcp.server = %self.cfg.server, why, "dropped an invalid server message");
             }
-            Ok(Message::Notification { .. }) => self.reply(raw).await,
+            Ok(Message::Notification { method }) if method.starts_with("notifications/") => {
+                self.reply(raw).await;
+            }
+            Ok(Message::Notification { method }) => {
+                tracing::warn!(mcp.server = %self.cfg.server, method, "dropped a server notification that is not notifications/*");
+            }
             Ok(Message::Request { id, method, params }) => {
                 if method == "ping" {
-                    self.served(id);
-                    self.reply(raw).await;
+                    if self.served(id) {
+                        self.reply(raw).await;
+                    } else {
+                        self.too_many_served(id).await;
+                    }
                     return;
                 }
                 let me = self.clone();
@@ -380,6 +421,7 @@ impl Relay {
                     Call::Reinit => {}
                     Call::Initialize => {
                         self.detect_preset(&v);
+                        lock(&self.inner).ready = true;
                         self.reply(raw).await;
                     }
                     Call::Other => self.reply(raw).await,
@@ -398,8 +440,26 @@ impl Relay {
         }
     }
 
-    fn served(&self, id: &Value) {
-        lock(&self.inner).served.insert(jsonrpc::id_key(id));
+    /// Put a server request in flight to the client; false when the session has too many.
+    fn served(&self, id: &Value) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.served.len() >= self.cfg.max_pending {
+            return false;
+        }
+        inner.served.insert(jsonrpc::id_key(id));
+        true
+    }
+
+    async fn too_many_served(&self, id: &Value) {
+        let msg = format!(
+            "{} requests to the client in flight (mcp.max_pending)",
+            self.cfg.max_pending
+        );
+        self.forward(
+            jsonrpc::error(id, jsonrpc::TOO_MANY_PENDING, &msg, None),
+            None,
+        )
+        .await;
     }
 
     async fn decide_server_request(
@@ -420,8 +480,11 @@ impl Relay {
         let actions = self.actions(Kind::ToolCall, &tool, Vec::new());
         match self.decide(actions).await {
             Ok(v) if v.decision.outcome == Outcome::Allow => {
-                self.served(&id);
-                self.reply(raw).await;
+                if self.served(&id) {
+                    self.reply(raw).await;
+                } else {
+                    self.too_many_served(&id).await;
+                }
             }
             Ok(v) => self.forward(denied(&id, &v), None).await,
             Err(e) => {
@@ -439,8 +502,14 @@ impl Relay {
         http: Option<HttpFacet>,
     ) {
         let id = v["id"].clone();
-        let Some(result) = v.get_mut("result") else {
-            // A JSON-RPC error carries no content for the model; relayed as it is.
+        // An error answer carries text for the model too: decided like a result (its
+        // findings' `where` still start `result.`).
+        let member = if v.get("result").is_some() {
+            "result"
+        } else {
+            "error"
+        };
+        let Some(result) = v.get_mut(member) else {
             self.reply(raw).await;
             return;
         };
@@ -498,11 +567,22 @@ impl Relay {
         };
         let mut listed = Vec::new();
         let mut pendings = Vec::new();
+        // A name listed twice could show one definition and pin another: every copy is hidden.
+        let mut seen = std::collections::HashMap::new();
+        for t in &tools {
+            if let Some(n) = t.get("name").and_then(Value::as_str) {
+                *seen.entry(n.to_string()).or_insert(0usize) += 1;
+            }
+        }
         for t in tools {
             let Some(name) = t.get("name").and_then(Value::as_str).map(str::to_string) else {
                 tracing::warn!(mcp.server = %self.cfg.server, "hid a tool without a name");
                 continue;
             };
+            if seen.get(&name).is_some_and(|n| *n > 1) {
+                tracing::warn!(mcp.server = %self.cfg.server, tool = %name, "hid a tool listed more than once");
+                continue;
+            }
             if !valid_tool_name(&name) {
                 tracing::warn!(mcp.server = %self.cfg.server, tool = %name, "hid a tool whose name is not a valid MCP tool name");
                 continue;
@@ -656,6 +736,11 @@ impl Relay {
                 if !valid_tool_name(name) {
                     return Err(format!("tools/call: {name:?} is not a valid MCP tool name"));
                 }
+                // A task-augmented call answers later through tasks/result, which is not
+                // decided as this call's result: refused until it is.
+                if params.get("task").is_some() {
+                    return Err("tools/call: task-augmented calls (params.task) are not supported by portcullis".into());
+                }
                 let args = params
                     .get("arguments")
                     .cloned()
@@ -678,7 +763,7 @@ impl Relay {
                     .get("uri")
                     .and_then(Value::as_str)
                     .ok_or("resources/read: params.uri must be a string")?;
-                facets.extend(uri_facet(uri));
+                facets.extend(uri_facet(uri)?);
             }
             _ => {}
         }
@@ -836,23 +921,26 @@ fn bad_arg(m: &ArgMapping) -> String {
 }
 
 /// `file://` URIs are file reads, `http(s)://` URIs are requests.
-fn uri_facet(uri: &str) -> Option<Built> {
-    let url = url::Url::parse(uri).ok()?;
+/// A URI that cannot be read unambiguously (unparseable, or a `file:` URI that names no local
+/// path) is refused: a server could still make a path of it.
+fn uri_facet(uri: &str) -> Result<Option<Built>, String> {
+    let url = url::Url::parse(uri).map_err(|e| format!("resources/read: uri {uri:?}: {e}"))?;
     match url.scheme() {
         "file" => {
-            let path = url.to_file_path().ok()?;
-            Some(Built::File(FileFacet {
+            let bad = || format!("resources/read: {uri:?} is not a local file URI");
+            let path = url.to_file_path().map_err(|()| bad())?;
+            Ok(Some(Built::File(FileFacet {
                 op: crate::action::FileOp::Read,
-                path: path.to_str()?.to_string(),
+                path: path.to_str().ok_or_else(bad)?.to_string(),
                 canonical: String::new(),
-            }))
+            })))
         }
-        "http" | "https" => Some(Built::Http(HttpFacet {
+        "http" | "https" => Ok(Some(Built::Http(HttpFacet {
             url: uri.to_string(),
             method: "GET".into(),
             ..HttpFacet::default()
-        })),
-        _ => None,
+        }))),
+        _ => Ok(None),
     }
 }
 

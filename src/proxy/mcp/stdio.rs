@@ -22,6 +22,9 @@ use super::relay::Relay;
 pub struct Spawn {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// The working directory: the first workspace root, the base the Gate resolves relative
+    /// paths against, so the server opens what was decided.
+    pub cwd: Option<std::path::PathBuf>,
 }
 
 /// Longest wait for a server to exit after its stdin closed, before it is killed.
@@ -265,7 +268,11 @@ fn start(spawn: &Spawn) -> std::io::Result<Child> {
         .argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command"))?;
-    Command::new(cmd)
+    let mut command = Command::new(cmd);
+    if let Some(dir) = &spawn.cwd {
+        command.current_dir(dir);
+    }
+    command
         .args(args)
         .envs(&spawn.env)
         .stdin(Stdio::piped())
