@@ -18,13 +18,13 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::App;
 use super::http::{self, Body, HttpError};
 use super::listener::Conn;
-use crate::proxy::mcp::http::{OpenError, Session};
+use crate::proxy::mcp::http::{OpenError, Out, Session};
 use crate::proxy::mcp::jsonrpc;
 use crate::proxy::mcp::upstream::SESSION_HEADER;
 
@@ -170,10 +170,9 @@ async fn post(
     let mut rx = rx;
     let mut responses = Vec::new();
     while responses.len() < ids.len() {
-        let Some(line) = rx.recv().await else { break };
-        let v: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
-        if v.get("method").is_none() {
-            responses.push(v);
+        let Some(out) = rx.recv().await else { break };
+        if out.response {
+            responses.push(serde_json::from_slice(&out.line).unwrap_or(Value::Null));
         }
     }
     let body = if parsed.is_array() {
@@ -193,7 +192,7 @@ async fn post(
 /// An SSE response carrying each line as one `message` event. With `until`, the stream ends
 /// once every one of those requests has its response.
 fn sse(
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Out>,
     until: Option<(Arc<Session>, Vec<Value>)>,
     new_session: Option<String>,
 ) -> Response<Body> {
@@ -201,12 +200,13 @@ fn sse(
     tokio::spawn(async move {
         let mut left = until.as_ref().map(|(_, ids)| ids.len());
         while left != Some(0) {
-            let Some(line) = rx.recv().await else { break };
-            if let Some(n) = &mut left {
-                let v: Value = serde_json::from_slice(&line).unwrap_or(json!({}));
-                if v.get("method").is_none() {
-                    *n -= 1;
-                }
+            let Some(Out { line, response }) = rx.recv().await else {
+                break;
+            };
+            if let Some(n) = &mut left
+                && response
+            {
+                *n -= 1;
             }
             let mut event = Vec::with_capacity(line.len() + 24);
             event.extend_from_slice(b"event: message\ndata: ");

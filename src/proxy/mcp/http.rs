@@ -57,12 +57,19 @@ pub struct Session {
     last_used: Mutex<Instant>,
 }
 
+/// One message for an HTTP exchange, with what the router learnt of it.
+pub struct Out {
+    pub line: Vec<u8>,
+    /// A response (to a request of this client), not something the server sent unasked.
+    pub response: bool,
+}
+
 #[derive(Default)]
 struct Route {
     /// POST streams waiting for the response to a request id.
-    waiters: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
-    stream: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
-    backlog: Mutex<VecDeque<Vec<u8>>>,
+    waiters: Mutex<HashMap<String, mpsc::Sender<Out>>>,
+    stream: Mutex<Option<mpsc::Sender<Out>>>,
+    backlog: Mutex<VecDeque<Out>>,
 }
 
 impl Sessions {
@@ -222,7 +229,7 @@ impl Session {
         &self,
         body: Vec<u8>,
         request_ids: &[Value],
-    ) -> Result<mpsc::Receiver<Vec<u8>>, Vec<u8>> {
+    ) -> Result<mpsc::Receiver<Out>, Vec<u8>> {
         stdio::turned_on(&mut self.ready.clone()).await;
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         {
@@ -254,7 +261,7 @@ impl Session {
     }
 
     /// The standing stream for what the server sends unasked (GET).
-    pub fn listen(&self) -> mpsc::Receiver<Vec<u8>> {
+    pub fn listen(&self) -> mpsc::Receiver<Out> {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         flush_backlog(&self.route, &tx);
         *lock(&self.route.stream) = Some(tx);
@@ -270,7 +277,7 @@ impl Session {
     }
 }
 
-fn flush_backlog(route: &Route, tx: &mpsc::Sender<Vec<u8>>) {
+fn flush_backlog(route: &Route, tx: &mpsc::Sender<Out>) {
     let mut backlog = lock(&route.backlog);
     while let Some(line) = backlog.pop_front() {
         if let Err(e) = tx.try_send(line) {
@@ -283,16 +290,32 @@ fn flush_backlog(route: &Route, tx: &mpsc::Sender<Vec<u8>>) {
     }
 }
 
+/// What routing needs of a message: whether it has a method, and its id. Everything else is
+/// skipped without being built.
+#[derive(serde::Deserialize)]
+struct Probe {
+    method: Option<serde::de::IgnoredAny>,
+    id: Option<Value>,
+}
+
 async fn route_lines(route: Arc<Route>, mut rx: mpsc::Receiver<Vec<u8>>) {
     while let Some(line) = rx.recv().await {
-        let v: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
-        let is_response = v.get("method").is_none();
+        let probe: Option<Probe> = serde_json::from_slice(&line).ok();
+        let is_response = probe.as_ref().is_some_and(|p| p.method.is_none());
         if is_response {
-            let key = v.get("id").map(jsonrpc::id_key).unwrap_or_default();
+            let key = probe
+                .and_then(|p| p.id)
+                .map(|id| jsonrpc::id_key(&id))
+                .unwrap_or_default();
             let waiter = lock(&route.waiters).remove(&key);
             match waiter {
                 Some(tx) => {
-                    let _ = tx.send(line).await;
+                    let _ = tx
+                        .send(Out {
+                            line,
+                            response: true,
+                        })
+                        .await;
                 }
                 None => {
                     tracing::debug!(id = %key, "MCP response with nobody waiting (client gone)")
@@ -301,6 +324,10 @@ async fn route_lines(route: Arc<Route>, mut rx: mpsc::Receiver<Vec<u8>>) {
             continue;
         }
         // Unasked: the standing stream, else any open POST stream, else the backlog.
+        let line = Out {
+            line,
+            response: false,
+        };
         let stream = lock(&route.stream).clone();
         let line = match stream {
             Some(tx) => match tx.send(line).await {
