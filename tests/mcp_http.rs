@@ -456,6 +456,17 @@ fn sessions_origins_and_credentials_follow_the_protocol() {
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], -32700, "{v}");
+    // An id JSON-RPC does not allow is refused at once; nothing waits for an answer that could
+    // never be matched to it.
+    let (status, _, body) = gw.curl(
+        "POST",
+        "fs",
+        &[&auth, accept, &session],
+        Some(r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#),
+    );
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
     // DELETE ends the session (and its server process).
     let (status, _, _) = gw.curl("DELETE", "fs", &[&auth, &session], None);
     assert_eq!(status, 200);

@@ -133,6 +133,12 @@ async fn post(
         .filter(|m| m.get("method").is_some())
         .filter_map(|m| m.get("id").cloned())
         .collect();
+    // An answer to an id JSON-RPC does not allow could never be matched to this exchange.
+    if let Some(bad) = ids.iter().find(|id| !jsonrpc::valid_id(id)) {
+        let msg = format!("id {bad} is not a string or an integer within ±(2^53 - 1)");
+        let line = jsonrpc::error(&Value::Null, jsonrpc::INVALID_REQUEST, &msg, None);
+        return Ok(json_line(StatusCode::BAD_REQUEST, line));
+    }
     let is_init = messages
         .iter()
         .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));

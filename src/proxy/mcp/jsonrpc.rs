@@ -84,7 +84,7 @@ pub fn sniff_id(head: &[u8], tail: &[u8]) -> Option<Value> {
 
 /// Strings, and integers a JavaScript peer holds exactly (beyond ±(2^53 − 1) two ids could
 /// be one to the server and two to us).
-fn valid_id(id: &Value) -> bool {
+pub fn valid_id(id: &Value) -> bool {
     const MAX: i64 = (1 << 53) - 1;
     matches!(id, Value::String(_)) || id.as_i64().is_some_and(|n| (-MAX..=MAX).contains(&n))
 }
