@@ -513,10 +513,11 @@ impl Relay {
             self.reply(raw).await;
             return;
         };
-        tool.payload = Some(result.clone());
+        // Moved into the Action for scanning and moved back after: a result can be large.
+        tool.payload = Some(std::mem::take(result));
         let mut action = base_action(Kind::ToolResult, tool);
         action.http = http;
-        let pending = match self.gate.decide_for(&self.caller, &self.session, action) {
+        let mut pending = match self.gate.decide_for(&self.caller, &self.session, action) {
             Ok(p) => p,
             Err(e) => {
                 let msg = format!("the tool result cannot be decided: {e}");
@@ -525,6 +526,9 @@ impl Relay {
                 return;
             }
         };
+        if let Some(payload) = pending.action.tool.as_mut().and_then(|t| t.payload.take()) {
+            *result = payload;
+        }
         let findings = pending
             .action
             .content
