@@ -53,7 +53,11 @@ parts contains {
 	"ask": data.portcullis.model.ask,
 	"labels": data.portcullis.model.labels,
 	"redact": data.portcullis.model.redact,
-} if input.content
+} if model_or_content
+
+model_or_content if input.content
+
+model_or_content if input.model
 
 parts contains {
 	"deny": data.portcullis.flow.deny,

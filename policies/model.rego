@@ -2,7 +2,9 @@
 #
 # No deny or ask rules: a prompt is never blocked for what it contains.
 # Redact: every secret finding of a model request or response, by where and type, so the
-#   provider never receives it and the agent never gets one back.
+#   provider never receives it and the agent never gets one back; and every offered tool that
+#   deny_tools names (`model.tools[i]`, type `tool_denied`), so the model is never offered a
+#   tool it could not call.
 # Labels:
 #   secret_in_prompt  a prompt carried a secret. Informational (dashboards, review): the secret
 #                     is redacted before the model sees it, so the model cannot steer it anywhere
@@ -21,6 +23,13 @@ secrets contains f if {
 }
 
 redact contains {"where": f["where"], "type": f.type} if some f in secrets
+
+redact contains {"where": sprintf("model.tools[%d]", [i]), "type": "tool_denied"} if {
+	input.kind == "model_request"
+	some i, name in input.model.tools
+	some p in object.get(data.config, "deny_tools", [])
+	glob.match(p, ["/"], sprintf("%s/%s", [object.get(input.model, "upstream", ""), name]))
+}
 
 labels contains "secret_in_prompt" if {
 	input.kind == "model_request"

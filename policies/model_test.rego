@@ -36,3 +36,17 @@ test_secret_outside_model_kinds_not_handled_here if {
 	r := data.portcullis.model.redact with input as {"kind": "http_request", "via": "egress", "content": {"findings": [{"kind": "secret", "type": "aws_access_key", "where": "http.body", "start": 0, "end": 20}]}} with data.config as cfg
 	count(r) == 0
 }
+
+test_denied_tools_are_not_offered if {
+	c := object.union(cfg, {"deny_tools": ["openai/run_*", "other/read_file"]})
+	d := data.portcullis.decision with input as {"kind": "model_request", "via": "llm", "model": {"provider": "openai", "upstream": "openai", "name": "gpt-5.5", "tools": ["read_file", "run_shell", "run_python"], "usage": {"input_tokens": 0, "output_tokens": 0}}} with data.config as c
+	d.outcome == "allow"
+	{x | some x in d.redact} == {{"where": "model.tools[1]", "type": "tool_denied"}, {"where": "model.tools[2]", "type": "tool_denied"}}
+}
+
+test_denied_tool_call_from_a_model_is_refused if {
+	c := object.union(cfg, {"deny_tools": ["openai/run_shell"]})
+	d := data.portcullis.decision with input as {"kind": "tool_call", "via": "llm", "tool": {"server": "openai", "name": "run_shell", "arguments": {"command": "ls"}}} with data.config as c
+	d.outcome == "deny"
+	"tools.denied" in {r.rule | some r in d.reasons}
+}

@@ -4,7 +4,9 @@
 #   tools.description_changed    ask   a call to a tool whose definition digest differs from the
 #                                      pinned one (a rug pull: a tool that changes what it tells
 #                                      the model); listing it is not asked, calling it is
-#   tools.denied                 deny  a tool matched by mcp.deny_tools (`server/tool` globs):
+#   tools.denied                 deny  a tool matched by mcp.deny_tools or llm.deny_tools
+#                                      (`server/tool` globs; a model upstream is the server of
+#                                      the calls its models propose):
 #                                      hidden from tools/list and refused when called
 #   tools.server_request_denied  deny  a request a tool server sends the client that is refused
 #                                      (mcp.deny_server_requests, default
@@ -47,7 +49,7 @@ deny contains r if {
 	glob.match(p, ["/"], tool_label)
 	r := {
 		"rule": "tools.denied",
-		"message": sprintf("tool %s is denied by the configuration (mcp.deny_tools %q)", [tool_label, p]),
+		"message": sprintf("tool %s is denied by the configuration (deny_tools %q)", [tool_label, p]),
 	}
 }
 

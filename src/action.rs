@@ -238,11 +238,15 @@ pub struct Finding {
 }
 
 /// A model API call.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
+    /// The API family: `openai` or `anthropic`.
     #[serde(default)]
     pub provider: String,
+    /// The configured upstream (`/llm/{upstream}/…`), set by the LLM front end.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub upstream: String,
     #[serde(default)]
     pub name: String,
     /// Names of the tools offered to the model.
@@ -250,6 +254,12 @@ pub struct Model {
     pub tools: Vec<String>,
     #[serde(default)]
     pub usage: Usage,
+    /// What the agent sent the provider (`model_request`) or what the provider answered
+    /// (`model_response`), set by the LLM front end. Scanned for findings (`where` starts
+    /// `request.` or `response.`) but neither given to the policy nor written to the audit log,
+    /// and never accepted from a caller.
+    #[serde(skip)]
+    pub payload: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

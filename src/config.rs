@@ -17,7 +17,9 @@ use crate::audit::Durability;
 use crate::gate::limits::{self, BudgetRule, LimitRule};
 use crate::normalize::path as npath;
 
+mod llm;
 mod mcp;
+pub use llm::{KeySource, LlmConfig, LlmUpstream, ProviderKind};
 pub use mcp::{ArgMapping, Facet, McpConfig, McpServer, preset, preset_for_server_info};
 
 /// The file looked for in the working directory when no `--config` is given.
@@ -62,6 +64,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub approvals: ApprovalsConfig,
     pub mcp: McpConfig,
+    pub llm: LlmConfig,
 }
 
 /// Which policy set decides, and how long it may take.
@@ -200,6 +203,8 @@ struct RawConfig {
     approvals: RawApprovals,
     #[serde(default)]
     mcp: mcp::RawMcp,
+    #[serde(default)]
+    llm: llm::RawLlm,
 }
 
 #[derive(Deserialize, Default)]
@@ -432,9 +437,11 @@ impl Config {
             ),
         };
         let mcp = mcp::mcp_config(raw.mcp, resolve).map_err(|(f, m)| invalid(&f, m))?;
+        let llm = llm::llm_config(raw.llm, resolve).map_err(|(f, m)| invalid(&f, m))?;
         Ok(Config {
             source,
             mcp,
+            llm,
             server,
             tls,
             identity,
@@ -508,7 +515,8 @@ impl Config {
                 "allow_hosts": self.network.allow_hosts,
                 "allow_cidrs": self.network.allow_cidrs,
                 "protected_paths": protected,
-                "deny_tools": self.mcp.deny_tools,
+                // MCP servers and model upstreams share the `server/tool` namespace.
+                "deny_tools": self.mcp.deny_tools.iter().chain(&self.llm.deny_tools).collect::<Vec<_>>(),
             }
         });
         if let Some(d) = &self.mcp.deny_server_requests {

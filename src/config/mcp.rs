@@ -160,7 +160,7 @@ struct RawServer {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawMapping {
+pub(super) struct RawMapping {
     tool: String,
     arg: String,
     facet: RawFacet,
@@ -173,6 +173,35 @@ enum RawFacet {
     File,
     Exec,
     Http,
+}
+
+/// Validate one argument mapping at `at` (e.g. `mcp.servers[0].map[1]`).
+pub(super) fn mapping(m: RawMapping, at: &str) -> Result<ArgMapping, (String, String)> {
+    let field = |f: &str| format!("{at}.{f}");
+    let err = |f: String, m: &str| Err((f, m.to_string()));
+    if m.tool.is_empty() {
+        return err(field("tool"), "must not be empty");
+    }
+    if m.arg.is_empty() {
+        return err(field("arg"), "must not be empty");
+    }
+    let facet = match (m.facet, m.op) {
+        (RawFacet::File, Some(op)) => Facet::File(op),
+        (RawFacet::File, None) => {
+            return err(
+                field("op"),
+                "a file mapping needs op (read, write, delete, list, exec)",
+            );
+        }
+        (RawFacet::Exec, None) => Facet::Exec,
+        (RawFacet::Http, None) => Facet::Http,
+        (_, Some(_)) => return err(field("op"), "only file mappings take op"),
+    };
+    Ok(ArgMapping {
+        tool: m.tool,
+        arg: m.arg,
+        facet,
+    })
 }
 
 /// Validate `[mcp]`; errors are (field path, message).
@@ -257,30 +286,7 @@ pub(super) fn mcp_config(
         }
         let mut map = Vec::new();
         for (j, m) in s.map.into_iter().enumerate() {
-            let field = |f: &str| format!("mcp.servers[{i}].map[{j}].{f}");
-            if m.tool.is_empty() {
-                return err(field("tool"), "must not be empty");
-            }
-            if m.arg.is_empty() {
-                return err(field("arg"), "must not be empty");
-            }
-            let facet = match (m.facet, m.op) {
-                (RawFacet::File, Some(op)) => Facet::File(op),
-                (RawFacet::File, None) => {
-                    return err(
-                        field("op"),
-                        "a file mapping needs op (read, write, delete, list, exec)",
-                    );
-                }
-                (RawFacet::Exec, None) => Facet::Exec,
-                (RawFacet::Http, None) => Facet::Http,
-                (_, Some(_)) => return err(field("op"), "only file mappings take op"),
-            };
-            map.push(ArgMapping {
-                tool: m.tool,
-                arg: m.arg,
-                facet,
-            });
+            map.push(mapping(m, &format!("mcp.servers[{i}].map[{j}]"))?);
         }
         servers.push(McpServer {
             name: s.name,

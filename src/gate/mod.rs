@@ -311,6 +311,41 @@ impl Gate {
         Ok(self.record(action, decision, start, Some(service)))
     }
 
+    /// The service path for an action the front end refuses on its own authority (a model's
+    /// tool call whose arguments are not JSON, a call cut off by the upstream, one over a held
+    /// bytes limit): no policy runs, but the action gets its one audit record like any other.
+    pub fn refuse_for(
+        &self,
+        caller: &Caller,
+        session: &str,
+        mut action: Action,
+        rule: &str,
+        message: String,
+    ) -> Pending {
+        let start = Instant::now();
+        let policy = self.policy();
+        let decision = Decision::deny(rule, message, policy.digest());
+        if action.id.is_empty() {
+            action.id = ulid::Ulid::new().to_string();
+        }
+        // Best effort: the findings of what could be read are recorded; nothing is decided on them.
+        let _ = self.normalize(&mut action);
+        let agent = caller.agent.id.as_str();
+        action.agent = Some(caller.agent.clone());
+        let service = self.state.clone().map(|state| {
+            action.session = Some(state.session(agent, session));
+            state.count(agent, session, action.kind);
+            Service {
+                state,
+                metrics: self.metrics.clone(),
+                agent: agent.to_string(),
+                session: session.to_string(),
+                approval: None,
+            }
+        });
+        self.record(action, decision, start, service)
+    }
+
     fn record(
         &self,
         action: Action,
@@ -435,6 +470,61 @@ impl Gate {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A decision as finally enforced: what the policy said, or for an `ask` what its human said.
+#[derive(Debug, Clone)]
+pub struct Concluded {
+    pub action_id: String,
+    pub decision: Decision,
+    pub approval_id: Option<String>,
+}
+
+impl Gate {
+    /// Release `pending` once its record is durable; an `ask` then waits for its human (up to
+    /// the approval timeout), and one still pending at the deadline is a deny (the expiry task
+    /// records it).
+    pub async fn conclude(&self, pending: Pending) -> Concluded {
+        let action_id = pending.action.id.clone();
+        let verdict = pending.release().await;
+        let approval_id = verdict.approval.as_ref().map(|t| t.id.clone());
+        let parked = verdict.approval.as_ref().and_then(|t| {
+            let state = self.state.as_ref()?;
+            let (_, rx) = state.approvals().get(&t.id)?;
+            Some((rx, state.approvals().timeout()))
+        });
+        let decision = match parked {
+            None => verdict.decision,
+            Some((rx, timeout)) => {
+                let status = approvals::wait(rx, timeout).await;
+                resolved_decision(&verdict.decision, &status).unwrap_or_else(|| {
+                    let mut d = verdict.decision;
+                    d.outcome = Outcome::Deny;
+                    d
+                })
+            }
+        };
+        Concluded {
+            action_id,
+            decision,
+            approval_id,
+        }
+    }
+
+    /// Conclude every pending decision; the strictest wins (the first of equals).
+    pub async fn conclude_all(&self, pendings: Vec<Pending>) -> Option<Concluded> {
+        let mut worst: Option<Concluded> = None;
+        for p in pendings {
+            let c = self.conclude(p).await;
+            if worst
+                .as_ref()
+                .is_none_or(|w| c.decision.outcome > w.decision.outcome)
+            {
+                worst = Some(c);
+            }
+        }
+        worst
     }
 }
 

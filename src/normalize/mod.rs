@@ -148,6 +148,13 @@ fn scan(action: &Action) -> Vec<Finding> {
             scan_value(payload, &mut String::from("result"), &mut out);
         }
     }
+    if let Some(payload) = action.model.as_ref().and_then(|m| m.payload.as_ref()) {
+        let at = match action.kind {
+            crate::action::Kind::ModelResponse => "response",
+            _ => "request",
+        };
+        scan_value(payload, &mut String::from(at), &mut out);
+    }
     if let Some(text) = action.content.as_ref().and_then(|c| c.text.as_deref()) {
         scan_str(text, "content.text", &mut out);
         scan_content(text, "content.text", &mut out);

@@ -62,6 +62,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, conn: Arc<Conn>) -> R
             let server = p["/mcp/".len()..].to_string();
             super::mcp::handle(&app, req, &conn, &server).await
         }
+        (_, p) if p.starts_with("/llm/") => {
+            let after = &p["/llm/".len()..];
+            let (upstream, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
+            let (upstream, rest) = (upstream.to_string(), rest.to_string());
+            return super::llm::handle(&app, req, &conn, &upstream, &rest).await;
+        }
         (&Method::GET, p) if p.starts_with("/v1/approvals/") => {
             approval(&app, req, &conn, &p["/v1/approvals/".len()..]).await
         }
@@ -88,7 +94,7 @@ pub(super) fn caller(app: &App, req: &Request<Incoming>, conn: &Conn) -> Result<
 
 /// The session id from the header, or the credential's default. Ids are kept to a plain
 /// alphabet: they reach logs, metrics and policy.
-fn session_id(req: &Request<Incoming>, caller: &Caller) -> Result<String, HttpError> {
+pub(super) fn session_id(req: &Request<Incoming>, caller: &Caller) -> Result<String, HttpError> {
     let Some(v) = req.headers().get(SESSION_HEADER) else {
         return Ok(caller.default_session.clone());
     };

@@ -1,48 +1,16 @@
 //! Small HTTP helpers shared by the gateway and admin routes: bounded body reads, JSON
 //! responses and the error shape `{"error": {"code": …, "message": …}}`.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
-/// Every response body: a whole one ([`full`]) or one streamed from a channel ([`stream`]).
-pub type Body = BoxBody<Bytes, Infallible>;
-
-/// A body with all its bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
-}
-
-/// A body whose chunks arrive on `rx` (server-sent events); it ends when the sender is dropped.
-pub fn stream(rx: mpsc::Receiver<Bytes>) -> Body {
-    ChannelBody { rx }.boxed()
-}
-
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
-    }
-}
+pub use crate::body::{Body, full, stream};
 
 /// An error response: status, a stable code and a message that says what and where.
 #[derive(Debug)]

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod gateway;
 pub mod http;
 pub mod listener;
+pub mod llm;
 pub mod mcp;
 pub mod tls;
 
@@ -74,6 +75,8 @@ pub struct App {
     pub gate: Arc<Gate>,
     /// Open MCP sessions of `/mcp/{server}`.
     pub mcp: crate::proxy::mcp::http::Sessions,
+    /// The model upstreams of `/llm/{upstream}/…`.
+    pub llm: crate::proxy::llm::Llm,
     pub identities: Identities,
     pub metrics: Arc<Metrics>,
     pub approval_timeout: Duration,
@@ -148,7 +151,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let pins = crate::proxy::mcp::pins::Pins::load(&config.mcp.pins)
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let gate = Arc::new(gate);
+    let llm = crate::proxy::llm::Llm::new(gate.clone(), config.llm.clone())
+        .map_err(ServeError::Config)?;
     let app = Arc::new(App {
+        llm,
         approval_timeout: config.approvals.timeout,
         identities: Identities::new(&config.identity),
         mcp: crate::proxy::mcp::http::Sessions::new(

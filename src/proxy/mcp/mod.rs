@@ -6,7 +6,6 @@
 pub mod http;
 pub mod jsonrpc;
 pub mod pins;
-pub mod redact;
 pub mod relay;
 pub mod stdio;
 pub mod upstream;

@@ -21,12 +21,11 @@ use tokio::sync::mpsc;
 
 use super::jsonrpc::{self, Line, Message};
 use super::pins::{self, Pins};
-use crate::action::{
-    Action, Decision, ExecFacet, FileFacet, HttpFacet, Kind, Outcome, Tool, VERSION, Via,
-};
-use crate::config::{ArgMapping, Facet};
+use crate::action::{Action, Decision, FileFacet, HttpFacet, Kind, Outcome, Tool, VERSION, Via};
+use crate::config::ArgMapping;
+use crate::gate::Gate;
 use crate::gate::identity::Caller;
-use crate::gate::{Gate, approvals, resolved_decision};
+use crate::proxy::facets::{self, Built, mapped};
 use crate::sync::lock;
 
 /// Methods whose requests are decided before they reach the server.
@@ -552,7 +551,9 @@ impl Relay {
             self.reply(raw).await;
             return;
         }
-        if let Err(e) = super::redact::apply(result, &findings, &verdict.decision.redact) {
+        if let Err(e) =
+            crate::proxy::redact::apply(result, "result", &findings, &verdict.decision.redact)
+        {
             tracing::error!(action.id = %action_id, error = %e, "tool result withheld");
             let msg = format!("the tool result was withheld: {e}");
             self.reply(jsonrpc::error(&id, jsonrpc::DENIED, &msg, None))
@@ -621,7 +622,7 @@ impl Relay {
         let mut shown = Vec::new();
         // All records are on their way; each is released once durable.
         for (t, p) in listed.into_iter().zip(pendings) {
-            let allowed = self.final_outcome(p.release().await).await.outcome == Outcome::Allow;
+            let allowed = self.gate.conclude(p).await.decision.outcome == Outcome::Allow;
             if allowed {
                 shown.push(t);
             }
@@ -775,21 +776,7 @@ impl Relay {
     }
 
     fn actions(&self, kind: Kind, tool: &Tool, facets: Vec<Built>) -> Vec<Action> {
-        if facets.is_empty() {
-            return vec![base_action(kind, tool.clone())];
-        }
-        facets
-            .into_iter()
-            .map(|f| {
-                let mut a = base_action(kind, tool.clone());
-                match f {
-                    Built::File(file) => a.file = Some(file),
-                    Built::Exec(exec) => a.exec = Some(exec),
-                    Built::Http(http) => a.http = Some(http),
-                }
-                a
-            })
-            .collect()
+        facets::actions(base_action(kind, tool.clone()), facets)
     }
 
     /// Decide every action; the strictest verdict wins.
@@ -809,47 +796,16 @@ impl Relay {
         // Every decision of the relay runs in a task of its own, never cancelled with a
         // connection, so records and labels settle even if the client goes away. All records
         // were submitted by `decide_for`; each is released once durable.
-        let mut worst: Option<Verdict> = None;
-        for p in pendings {
-            let action_id = p.action.id.clone();
-            let verdict = p.release().await;
-            let approval_id = verdict.approval.as_ref().map(|t| t.id.clone());
-            let decision = self.final_outcome(verdict).await;
-            if worst
-                .as_ref()
-                .is_none_or(|w| decision.outcome > w.decision.outcome)
-            {
-                worst = Some(Verdict {
-                    decision,
-                    action_id,
-                    approval_id,
-                });
-            }
-        }
-        worst.ok_or_else(|| "nothing to decide".to_string())
-    }
-
-    /// An `ask` waits for its human (up to the approval timeout); what is left pending is a deny.
-    async fn final_outcome(&self, verdict: crate::gate::Verdict) -> Decision {
-        let Some(t) = &verdict.approval else {
-            return verdict.decision;
-        };
-        let Some(state) = self.gate.state() else {
-            return verdict.decision;
-        };
-        let Some((_, rx)) = state.approvals().get(&t.id) else {
-            return verdict.decision;
-        };
-        let status = approvals::wait(rx, state.approvals().timeout()).await;
-        match resolved_decision(&verdict.decision, &status) {
-            Some(d) => d,
-            // Still pending at the deadline: the expiry task records it; here it is a deny.
-            None => {
-                let mut d = verdict.decision;
-                d.outcome = Outcome::Deny;
-                d
-            }
-        }
+        let c = self
+            .gate
+            .conclude_all(pendings)
+            .await
+            .ok_or_else(|| "nothing to decide".to_string())?;
+        Ok(Verdict {
+            decision: c.decision,
+            action_id: c.action_id,
+            approval_id: c.approval_id,
+        })
     }
 
     // === output ===
@@ -877,51 +833,6 @@ impl Relay {
                 .await;
         }
     }
-}
-
-/// A facet built from an argument.
-enum Built {
-    File(FileFacet),
-    Exec(ExecFacet),
-    Http(HttpFacet),
-}
-
-fn mapped(m: &ArgMapping, args: &Value) -> Result<Vec<Built>, String> {
-    let values: Vec<&str> = match args.get(&m.arg) {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| i.as_str())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad_arg(m))?,
-        Some(_) => return Err(bad_arg(m)),
-    };
-    Ok(values
-        .into_iter()
-        .map(|s| match m.facet {
-            Facet::File(op) => Built::File(FileFacet {
-                op,
-                path: s.to_string(),
-                canonical: String::new(),
-            }),
-            Facet::Exec => Built::Exec(ExecFacet {
-                command: s.to_string(),
-                ..ExecFacet::default()
-            }),
-            Facet::Http => Built::Http(HttpFacet {
-                url: s.to_string(),
-                ..HttpFacet::default()
-            }),
-        })
-        .collect())
-}
-
-fn bad_arg(m: &ArgMapping) -> String {
-    format!(
-        "argument {:?} of tool {:?} names a path, command or URL and must be a string or an array of strings",
-        m.arg, m.tool
-    )
 }
 
 /// `file://` URIs are file reads, `http(s)://` URIs are requests.

@@ -1,4 +1,5 @@
-//! Apply a decision's `redact` list to a tool result before the client sees it.
+//! Apply a decision's `redact` list to a payload before it goes on (a tool result to the
+//! client, a prompt to the model provider, a model's answer to the agent).
 //!
 //! Findings locate a span by `where` (a path such as `result.content[0].text`) and byte
 //! offsets; the policy names which (where, type) pairs to redact. Secrets become
@@ -8,9 +9,15 @@ use serde_json::Value;
 
 use crate::action::{Finding, Redaction};
 
-/// Redact, in `result` (the JSON-RPC `result` member), every finding the policy named. A named
-/// finding that cannot be applied is an error: the result must then not be shown at all.
-pub fn apply(result: &mut Value, findings: &[Finding], redact: &[Redaction]) -> Result<(), String> {
+/// Redact, in `payload` (what findings locate as `<prefix>…`, e.g. `result` for the JSON-RPC
+/// `result` member), every finding the policy named. A named finding that cannot be applied is
+/// an error: the payload must then not be passed on at all.
+pub fn apply(
+    payload: &mut Value,
+    prefix: &str,
+    findings: &[Finding],
+    redact: &[Redaction],
+) -> Result<(), String> {
     let mut spans: Vec<&Finding> = findings
         .iter()
         .filter(|f| {
@@ -24,11 +31,11 @@ pub fn apply(result: &mut Value, findings: &[Finding], redact: &[Redaction]) -> 
     let mut last: Option<(&str, usize)> = None;
     for f in spans {
         let unusable = || format!("cannot redact {} at {}", f.kind_type, f.location);
-        // Only what the server returned is shown to the client; other spans are not ours.
-        let Some(path) = f.location.strip_prefix("result") else {
+        // Only the payload goes on; spans elsewhere in the action are not ours.
+        let Some(path) = f.location.strip_prefix(prefix) else {
             continue;
         };
-        let Some(Value::String(s)) = navigate(result, path) else {
+        let Some(Value::String(s)) = navigate(payload, path) else {
             return Err(unusable());
         };
         // A span overlapping the one redacted after it ends where that one began.
@@ -113,6 +120,7 @@ mod tests {
         ];
         apply(
             &mut r,
+            "result",
             &f,
             &[redaction("result.content[0].text", "aws_access_key")],
         )
@@ -124,6 +132,7 @@ mod tests {
         assert_eq!(r["odd key"]["x"], "abc", "not named by the policy");
         apply(
             &mut r,
+            "result",
             &f[2..],
             &[redaction("result[\"odd key\"].x", "other")],
         )
@@ -144,6 +153,7 @@ mod tests {
         )];
         apply(
             &mut r,
+            "result",
             &f,
             &[redaction("result.content[0].text", "tag_characters")],
         )
@@ -162,7 +172,7 @@ mod tests {
             let mut r = json!({"content": [{"text": "é"}]});
             let f = vec![finding("secret", "t", at, start, end)];
             assert!(
-                apply(&mut r, &f, &[redaction(at, "t")]).is_err(),
+                apply(&mut r, "result", &f, &[redaction(at, "t")]).is_err(),
                 "{at} {start}..{end}"
             );
         }
@@ -176,7 +186,13 @@ mod tests {
             finding("secret", "a", at, 1, 6),
             finding("secret", "b", at, 4, 8),
         ];
-        apply(&mut r, &f, &[redaction(at, "a"), redaction(at, "b")]).unwrap();
+        apply(
+            &mut r,
+            "result",
+            &f,
+            &[redaction(at, "a"), redaction(at, "b")],
+        )
+        .unwrap();
         assert_eq!(r["content"][0]["text"], "0[REDACTED:a][REDACTED:b]89");
     }
 }
