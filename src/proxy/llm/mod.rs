@@ -851,3 +851,6 @@ pub fn named_event(name: &str, v: &Value) -> Bytes {
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
+
+#[cfg(test)]
+mod tests;

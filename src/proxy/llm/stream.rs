@@ -191,65 +191,195 @@ pub struct Limits {
     pub idle: Duration,
 }
 
+/// The synchronous part of one stream: events in, bytes out, calls to decide. The async
+/// [`run`] drives it; tests drive it directly.
+pub struct Relay<P: Protocol> {
+    pub proto: P,
+    split: Splitter,
+    pub q: Queue,
+    /// Why the stream ends early, if it does: (code, message) for the error event.
+    fault: Option<(&'static str, String)>,
+    /// The upstream's own error event went out.
+    upstream_failed: bool,
+}
+
+impl<P: Protocol> Relay<P> {
+    pub fn new(proto: P, limits: Limits) -> Relay<P> {
+        Relay {
+            proto,
+            split: Splitter::new(limits.max_event),
+            q: Queue::new(limits.max_held),
+            fault: None,
+            upstream_failed: false,
+        }
+    }
+
+    /// Feed upstream bytes. `false`: the stream is over (a fault, or the upstream's error).
+    pub fn feed(&mut self, data: &[u8]) -> bool {
+        self.split.push(data);
+        match read(&mut self.proto, &mut self.split, &mut self.q) {
+            Ok(Flow::Continue) => true,
+            Ok(Flow::Failed) => {
+                self.upstream_failed = true;
+                false
+            }
+            Err(f) => {
+                self.fault = Some(f);
+                false
+            }
+        }
+    }
+
+    /// The upstream broke off (`code`, `message` for the error event).
+    pub fn fail(&mut self, code: &'static str, message: String) {
+        self.fault.get_or_insert((code, message));
+    }
+
+    /// Calls completed since the last look: (call, what it proposes, over the held bound).
+    pub fn completed(&mut self) -> Vec<(usize, Proposed, bool)> {
+        std::mem::take(&mut self.q.completed)
+            .into_iter()
+            .map(|i| {
+                let c = &self.q.calls[i];
+                (i, self.proto.proposed(c), c.overflow)
+            })
+            .collect()
+    }
+
+    pub fn set(&mut self, i: usize, v: Verdict) {
+        self.q.calls[i].verdict = Some(v);
+    }
+
+    /// The upstream is over: every call still open was cut off. They are returned to be
+    /// recorded as refused; none of their bytes is released.
+    pub fn end(&mut self) -> Vec<(usize, Proposed)> {
+        if self.fault.is_none() && !self.upstream_failed && !self.split.rest().is_empty() {
+            self.fault = Some((
+                "upstream_incomplete",
+                "the model provider's stream ended in the middle of an event".into(),
+            ));
+        }
+        let cut: Vec<usize> = (0..self.q.calls.len())
+            .filter(|&i| !self.q.calls[i].done)
+            .collect();
+        if !cut.is_empty() && self.fault.is_none() && !self.upstream_failed {
+            self.fault = Some((
+                "upstream_incomplete",
+                "the model provider's stream ended before a tool call was complete; it was not released".into(),
+            ));
+        }
+        cut.into_iter()
+            .map(|i| {
+                self.q.calls[i].done = true;
+                (i, self.proto.proposed(&self.q.calls[i]))
+            })
+            .collect()
+    }
+
+    /// Some call still waits for its verdict.
+    pub fn undecided(&self) -> bool {
+        self.q.calls.iter().any(|c| c.verdict.is_none())
+    }
+
+    /// What can go out now. `finals`: `None` while the response is undecided, `Some(allowed)`
+    /// after.
+    pub fn ready(&mut self, finals: Option<bool>) -> Vec<Bytes> {
+        let q = &mut self.q;
+        let mut out = Vec::new();
+        while let Some(seg) = q.segs.front() {
+            match seg {
+                Seg::Emit(_) => {
+                    if let Some(Seg::Emit(b)) = q.segs.pop_front() {
+                        out.push(b);
+                    }
+                }
+                Seg::Call(i) => {
+                    let i = *i;
+                    if q.calls[i].verdict.is_none() {
+                        break;
+                    }
+                    q.segs.pop_front();
+                    out.extend(self.proto.release(&q.calls, i));
+                    q.free(i);
+                }
+                Seg::Final(_) => {
+                    let Some(allowed) = finals else { break };
+                    if q.calls.iter().any(|c| c.verdict.is_none()) {
+                        break;
+                    }
+                    // A denied response ends with the error event instead.
+                    if let Some(Seg::Final(b)) = q.segs.pop_front()
+                        && allowed
+                    {
+                        out.extend(self.proto.finish(b, &q.calls));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The last bytes, once the response itself is decided: the terminal events, or an error
+    /// event when something failed or the response is denied (`why` says why).
+    pub fn close(&mut self, allowed: bool, why: impl FnOnce() -> String) -> Vec<Bytes> {
+        let clean = allowed && self.fault.is_none();
+        let mut out = self.ready(Some(clean));
+        // Clean, or the upstream's own error event already went out.
+        if clean {
+            return out;
+        }
+        let (code, message) = self
+            .fault
+            .take()
+            .unwrap_or_else(|| ("response_denied", why()));
+        tracing::warn!(llm.fault = code, %message, "stream ended with an error event");
+        out.push(self.proto.error(code, &message));
+        out
+    }
+}
+
 /// Relay `body` to `tx` through `proto`, deciding every call on the way.
 pub async fn run<P: Protocol>(
-    mut proto: P,
+    proto: P,
     ex: Arc<Exchange>,
     mut body: Incoming,
     limits: Limits,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let mut split = Splitter::new(limits.max_event);
-    let mut q = Queue::new(limits.max_held);
+    let mut r = Relay::new(proto, limits);
     let (vtx, mut vrx) = mpsc::unbounded_channel::<(usize, Verdict)>();
-    // Why the stream ends early, if it does: (code, message) for the error event.
-    let mut fault: Option<(&'static str, String)> = None;
-    let mut upstream_failed = false;
     let mut open = true;
     while open {
         tokio::select! {
             biased;
-            Some((i, v)) = vrx.recv() => q.calls[i].verdict = Some(v),
+            Some((i, v)) = vrx.recv() => r.set(i, v),
             next = tokio::time::timeout(limits.idle, body.frame()) => match next {
                 Err(_) => {
-                    fault = Some(("upstream_timeout", format!(
-                        "the model provider sent nothing for {} ms", limits.idle.as_millis())));
+                    r.fail("upstream_timeout", format!(
+                        "the model provider sent nothing for {} ms", limits.idle.as_millis()));
                     open = false;
                 }
                 Ok(None) => open = false,
                 Ok(Some(Err(e))) => {
-                    fault = Some(("upstream_error", format!("the model provider's stream broke: {e}")));
+                    r.fail("upstream_error", format!("the model provider's stream broke: {e}"));
                     open = false;
                 }
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        split.push(&data);
-                        match read(&mut proto, &mut split, &mut q) {
-                            Ok(Flow::Continue) => {}
-                            Ok(Flow::Failed) => { upstream_failed = true; open = false; }
-                            Err(f) => { fault = Some(f); open = false; }
-                        }
+                        open = r.feed(&data);
                     }
                 }
             }
         }
-        decide(&proto, &ex, &mut q, &vtx);
-        if flush(&mut proto, &mut q, &tx, None).await.is_err() {
+        decide(&mut r, &ex, &vtx);
+        if send(&tx, r.ready(None)).await.is_err() {
             // The agent went away; decisions already started finish in their own tasks.
             return;
         }
     }
-    if fault.is_none() && !upstream_failed && !split.rest().is_empty() {
-        fault = Some((
-            "upstream_incomplete",
-            "the model provider's stream ended in the middle of an event".into(),
-        ));
-    }
+    drop(body);
     // Whatever call is still open was cut off: none of it is released, and it is recorded.
-    let cut: Vec<usize> = (0..q.calls.len()).filter(|&i| !q.calls[i].done).collect();
-    for &i in &cut {
-        q.calls[i].done = true;
-        let p = proto.proposed(&q.calls[i]);
+    for (i, p) in r.end() {
         let ex = ex.clone();
         let vtx = vtx.clone();
         tokio::spawn(async move {
@@ -262,43 +392,32 @@ pub async fn run<P: Protocol>(
             let _ = vtx.send((i, Verdict::Incomplete));
         });
     }
-    if !cut.is_empty() && fault.is_none() && !upstream_failed {
-        fault = Some((
-            "upstream_incomplete",
-            "the model provider's stream ended before a tool call was complete; it was not released".into(),
-        ));
-    }
-    decide(&proto, &ex, &mut q, &vtx);
+    decide(&mut r, &ex, &vtx);
     drop(vtx);
-    while q.calls.iter().any(|c| c.verdict.is_none()) {
+    while r.undecided() {
         match vrx.recv().await {
-            Some((i, v)) => q.calls[i].verdict = Some(v),
+            Some((i, v)) => r.set(i, v),
             None => break,
         }
-        if flush(&mut proto, &mut q, &tx, None).await.is_err() {
+        if send(&tx, r.ready(None)).await.is_err() {
             return;
         }
     }
     // The response itself: usage feeds the budgets; a deny (or an unwritable record) turns
     // the clean end into an error.
-    let concluded = ex.decide_response(proto.usage(), proto.text()).await;
-    let ok = concluded.decision.outcome == Outcome::Allow;
-    if ok && fault.is_none() {
-        let _ = flush(&mut proto, &mut q, &tx, Some(true)).await;
-        return;
-    }
-    let _ = flush(&mut proto, &mut q, &tx, Some(false)).await;
-    if upstream_failed && ok {
-        return;
-    }
-    let (code, message) = fault.unwrap_or_else(|| {
-        (
-            "response_denied",
-            super::refusal_reasons("the model's response", &concluded),
-        )
+    let concluded = ex.decide_response(r.proto.usage(), r.proto.text()).await;
+    let allowed = concluded.decision.outcome == Outcome::Allow;
+    let last = r.close(allowed, || {
+        super::refusal_reasons("the model's response", &concluded)
     });
-    tracing::warn!(llm.fault = code, %message, "stream ended with an error event");
-    let _ = tx.send(proto.error(code, &message)).await;
+    let _ = send(&tx, last).await;
+}
+
+async fn send(tx: &mpsc::Sender<Bytes>, out: Vec<Bytes>) -> Result<(), ()> {
+    for b in out {
+        tx.send(b).await.map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 /// Feed every whole event to the protocol.
@@ -332,15 +451,11 @@ fn read<P: Protocol>(
 
 /// Start a decision for every newly completed call.
 fn decide<P: Protocol>(
-    proto: &P,
+    r: &mut Relay<P>,
     ex: &Arc<Exchange>,
-    q: &mut Queue,
     vtx: &mpsc::UnboundedSender<(usize, Verdict)>,
 ) {
-    for i in std::mem::take(&mut q.completed) {
-        let c = &q.calls[i];
-        let p = proto.proposed(c);
-        let overflow = c.overflow;
+    for (i, p, overflow) in r.completed() {
         let ex = ex.clone();
         let vtx = vtx.clone();
         // Its own task: the record settles even if the agent goes away meanwhile.
@@ -358,48 +473,4 @@ fn decide<P: Protocol>(
             let _ = vtx.send((i, v));
         });
     }
-}
-
-/// Send what is ready. `finals`: `None` while the response is undecided, `Some(allowed)` after.
-async fn flush<P: Protocol>(
-    proto: &mut P,
-    q: &mut Queue,
-    tx: &mpsc::Sender<Bytes>,
-    finals: Option<bool>,
-) -> Result<(), ()> {
-    while let Some(seg) = q.segs.front() {
-        let out = match seg {
-            Seg::Emit(_) => match q.segs.pop_front() {
-                Some(Seg::Emit(b)) => vec![b],
-                _ => Vec::new(),
-            },
-            Seg::Call(i) => {
-                let i = *i;
-                if q.calls[i].verdict.is_none() {
-                    break;
-                }
-                q.segs.pop_front();
-                let out = proto.release(&q.calls, i);
-                q.free(i);
-                out
-            }
-            Seg::Final(_) => {
-                let Some(allowed) = finals else { break };
-                if q.calls.iter().any(|c| c.verdict.is_none()) {
-                    break;
-                }
-                match q.segs.pop_front() {
-                    Some(Seg::Final(b)) if allowed => {
-                        proto.finish(b, &q.calls).into_iter().collect()
-                    }
-                    // A denied response ends with the error event instead.
-                    _ => Vec::new(),
-                }
-            }
-        };
-        for b in out {
-            tx.send(b).await.map_err(|_| ())?;
-        }
-    }
-    Ok(())
 }
