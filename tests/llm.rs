@@ -26,6 +26,7 @@ use common::{lines_of, python, wait_line};
 const AGENT_KEY: &str = "agent-llm-key";
 /// An agent with a token budget smaller than one response.
 const THRIFTY_KEY: &str = "agent-thrifty-key";
+const ADMIN_KEY: &str = "admin-llm-key";
 const OPENAI_KEY: &str = "sk-provider-openai-0123456789";
 const ANTHROPIC_KEY: &str = "sk-ant-provider-0123456789";
 
@@ -38,8 +39,9 @@ struct Gateway {
     child: Child,
     dir: tempfile::TempDir,
     url: String,
+    admin: String,
     mock: Mock,
-    _log: mpsc::Receiver<String>,
+    log: mpsc::Receiver<String>,
 }
 
 impl Drop for Gateway {
@@ -75,6 +77,10 @@ api_key_sha256 = ["{agent}"]
 id = "thrifty"
 api_key_sha256 = ["{thrifty}"]
 
+[[admins]]
+id = "reviewer"
+api_key_sha256 = ["{admin}"]
+
 [[budgets]]
 agent = "thrifty"
 tokens = 100
@@ -109,6 +115,7 @@ op = "read"
             ws = ws.display(),
             agent = sha256(AGENT_KEY),
             thrifty = sha256(THRIFTY_KEY),
+            admin = sha256(ADMIN_KEY),
             mock = mock.addr,
         );
         std::fs::write(dir.path().join("portcullis.toml"), config).unwrap();
@@ -130,13 +137,16 @@ op = "read"
         let out = lines_of(child.stdout.take().unwrap());
         let line = wait_line(&out, "gateway listening on ");
         let url = line.rsplit(' ').next().unwrap().to_string();
+        let line = wait_line(&out, "admin listening on ");
+        let admin = line.rsplit(' ').next().unwrap().to_string();
         let log = lines_of(child.stderr.take().unwrap());
         Gateway {
             child,
             dir,
             url,
+            admin,
             mock,
-            _log: log,
+            log,
         }
     }
 
@@ -551,6 +561,63 @@ fn unknown_credentials_routes_and_upstream_errors_are_refused_in_the_providers_s
     );
     assert_eq!(v[1]["error"]["status"], 504, "{}", v[1]);
     assert_eq!(gw.decisions("tool_call").len(), 0);
+}
+
+/// The id of the next approval the gateway parks (from its decision log line).
+fn next_approval(gw: &Gateway) -> String {
+    let line = wait_line(&gw.log, "outcome=ask");
+    line.split("approval.id=")
+        .nth(1)
+        .unwrap()
+        .split([' ', '"'])
+        .find(|s| !s.is_empty())
+        .unwrap()
+        .to_string()
+}
+
+fn resolve(gw: &Gateway, id: &str, verb: &str) {
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
+        .arg(format!("{}/v1/approvals/{id}/{verb}", gw.admin))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains(if verb == "approve" { "approved" } else { "denied" }), "{body}");
+}
+
+#[test]
+fn an_ask_holds_the_response_until_a_human_answers() {
+    let gw = Gateway::start("");
+    let base = gw.base("openai");
+    // Streaming: the text before the call has gone out; the `sudo ls` call waits for approval.
+    let waiting = std::thread::spawn(move || {
+        sdk_batch(&[(base, "chat".into(), "chat_ask".into(), true, AGENT_KEY.into())])
+    });
+    let id = next_approval(&gw);
+    assert!(!waiting.is_finished(), "the response is held while the approval is pending");
+    resolve(&gw, &id, "approve");
+    let v = waiting.join().unwrap().pop().unwrap();
+    assert_eq!(v["error"], Value::Null, "{v}");
+    assert_eq!(
+        names(&v),
+        vec![
+            ("run_shell".to_string(), json!({"command": "ls -la"})),
+            ("run_shell".to_string(), json!({"command": "sudo ls"})),
+        ],
+        "approved: both calls released: {v}"
+    );
+    // Not streaming, denied by the human: the call is replaced and the turn ends.
+    let base = gw.base("anthropic");
+    let waiting = std::thread::spawn(move || {
+        sdk_batch(&[(base, "messages".into(), "messages_ask".into(), false, AGENT_KEY.into())])
+    });
+    let id = next_approval(&gw);
+    resolve(&gw, &id, "deny");
+    let v = waiting.join().unwrap().pop().unwrap();
+    assert_eq!(v["error"], Value::Null, "{v}");
+    assert_eq!(names(&v), vec![("run_shell".to_string(), json!({"command": "ls -la"}))], "{v}");
+    assert!(v["text"].as_str().unwrap().contains("approval_denied"), "{v}");
+    assert_eq!(v["stop"], "tool_use", "the allowed call remains: {v}");
 }
 
 /// (status, body) of a POST with curl.
