@@ -577,12 +577,25 @@ fn next_approval(gw: &Gateway) -> String {
 
 fn resolve(gw: &Gateway, id: &str, verb: &str) {
     let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", "-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {ADMIN_KEY}"),
+        ])
         .arg(format!("{}/v1/approvals/{id}/{verb}", gw.admin))
         .output()
         .unwrap();
     let body = String::from_utf8_lossy(&out.stdout);
-    assert!(body.contains(if verb == "approve" { "approved" } else { "denied" }), "{body}");
+    assert!(
+        body.contains(if verb == "approve" {
+            "approved"
+        } else {
+            "denied"
+        }),
+        "{body}"
+    );
 }
 
 #[test]
@@ -591,10 +604,19 @@ fn an_ask_holds_the_response_until_a_human_answers() {
     let base = gw.base("openai");
     // Streaming: the text before the call has gone out; the `sudo ls` call waits for approval.
     let waiting = std::thread::spawn(move || {
-        sdk_batch(&[(base, "chat".into(), "chat_ask".into(), true, AGENT_KEY.into())])
+        sdk_batch(&[(
+            base,
+            "chat".into(),
+            "chat_ask".into(),
+            true,
+            AGENT_KEY.into(),
+        )])
     });
     let id = next_approval(&gw);
-    assert!(!waiting.is_finished(), "the response is held while the approval is pending");
+    assert!(
+        !waiting.is_finished(),
+        "the response is held while the approval is pending"
+    );
     resolve(&gw, &id, "approve");
     let v = waiting.join().unwrap().pop().unwrap();
     assert_eq!(v["error"], Value::Null, "{v}");
@@ -609,14 +631,27 @@ fn an_ask_holds_the_response_until_a_human_answers() {
     // Not streaming, denied by the human: the call is replaced and the turn ends.
     let base = gw.base("anthropic");
     let waiting = std::thread::spawn(move || {
-        sdk_batch(&[(base, "messages".into(), "messages_ask".into(), false, AGENT_KEY.into())])
+        sdk_batch(&[(
+            base,
+            "messages".into(),
+            "messages_ask".into(),
+            false,
+            AGENT_KEY.into(),
+        )])
     });
     let id = next_approval(&gw);
     resolve(&gw, &id, "deny");
     let v = waiting.join().unwrap().pop().unwrap();
     assert_eq!(v["error"], Value::Null, "{v}");
-    assert_eq!(names(&v), vec![("run_shell".to_string(), json!({"command": "ls -la"}))], "{v}");
-    assert!(v["text"].as_str().unwrap().contains("approval_denied"), "{v}");
+    assert_eq!(
+        names(&v),
+        vec![("run_shell".to_string(), json!({"command": "ls -la"}))],
+        "{v}"
+    );
+    assert!(
+        v["text"].as_str().unwrap().contains("approval_denied"),
+        "{v}"
+    );
     assert_eq!(v["stop"], "tool_use", "the allowed call remains: {v}");
 }
 
