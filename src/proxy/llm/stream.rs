@@ -66,6 +66,8 @@ pub struct Queue {
     pub calls: Vec<Call>,
     held: usize,
     max_held: usize,
+    /// Bytes of `Emit` and `Final` segments waiting behind an undecided call.
+    queued: usize,
     /// Calls completed by the last event, to be decided.
     completed: Vec<usize>,
 }
@@ -77,15 +79,18 @@ impl Queue {
             calls: Vec::new(),
             held: 0,
             max_held,
+            queued: 0,
             completed: Vec::new(),
         }
     }
 
     pub fn emit(&mut self, b: Bytes) {
+        self.queued += b.len();
         self.segs.push_back(Seg::Emit(b));
     }
 
     pub fn fin(&mut self, b: Bytes) {
+        self.queued += b.len();
         self.segs.push_back(Seg::Final(b));
     }
 
@@ -276,6 +281,15 @@ impl<P: Protocol> Relay<P> {
             .collect()
     }
 
+    /// Output is piling up behind an undecided call (an ask waiting for its human): stop
+    /// reading the upstream until it moves, so memory stays bounded (the provider is slowed by
+    /// TCP flow control, not cut off).
+    /// Only a complete call can be waited for: its verdict is on its way.
+    pub fn backlogged(&self) -> bool {
+        self.q.queued > self.q.max_held
+            && self.q.calls.iter().any(|c| c.done && c.verdict.is_none())
+    }
+
     /// Some call still waits for its verdict.
     pub fn undecided(&self) -> bool {
         self.q.calls.iter().any(|c| c.verdict.is_none())
@@ -290,6 +304,7 @@ impl<P: Protocol> Relay<P> {
             match seg {
                 Seg::Emit(_) => {
                     if let Some(Seg::Emit(b)) = q.segs.pop_front() {
+                        q.queued -= b.len();
                         out.push(b);
                     }
                 }
@@ -308,10 +323,11 @@ impl<P: Protocol> Relay<P> {
                         break;
                     }
                     // A denied response ends with the error event instead.
-                    if let Some(Seg::Final(b)) = q.segs.pop_front()
-                        && allowed
-                    {
-                        out.extend(self.proto.finish(b, &q.calls));
+                    if let Some(Seg::Final(b)) = q.segs.pop_front() {
+                        q.queued -= b.len();
+                        if allowed {
+                            out.extend(self.proto.finish(b, &q.calls));
+                        }
                     }
                 }
             }
@@ -350,10 +366,11 @@ pub async fn run<P: Protocol>(
     let (vtx, mut vrx) = mpsc::unbounded_channel::<(usize, Verdict)>();
     let mut open = true;
     while open {
+        let read = !r.backlogged();
         tokio::select! {
             biased;
             Some((i, v)) = vrx.recv() => r.set(i, v),
-            next = tokio::time::timeout(limits.idle, body.frame()) => match next {
+            next = tokio::time::timeout(limits.idle, body.frame()), if read => match next {
                 Err(_) => {
                     r.fail("upstream_timeout", format!(
                         "the model provider sent nothing for {} ms", limits.idle.as_millis()));
@@ -373,7 +390,9 @@ pub async fn run<P: Protocol>(
         }
         decide(&mut r, &ex, &vtx);
         if send(&tx, r.ready(None)).await.is_err() {
-            // The agent went away; decisions already started finish in their own tasks.
+            // The agent went away; decisions already started finish in their own tasks, and
+            // what was spent so far is still charged.
+            ex.decide_response(r.proto.usage(), r.proto.text()).await;
             return;
         }
     }

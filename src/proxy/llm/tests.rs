@@ -388,3 +388,35 @@ fn malformed_upstream_events_fail_closed() {
     let last = r.close(true, String::new);
     assert!(String::from_utf8_lossy(&last[0]).contains("max_event_bytes"));
 }
+
+#[test]
+fn output_behind_a_pending_decision_stops_the_reading() {
+    // A complete call waits for its (human) decision while the provider keeps talking.
+    let data = fixture("messages_tools.sse");
+    let mut r = Relay::new(messages::Stream::default(), limits(2048));
+    assert!(r.feed(&data));
+    let completed = r.completed();
+    assert_eq!(completed.len(), 2);
+    assert!(completed.iter().all(|(_, _, overflow)| !overflow));
+    let first = String::from_utf8_lossy(&r.ready(None).concat()).into_owned();
+    assert!(
+        first.contains("text_delta"),
+        "text before the call went out"
+    );
+    assert!(!first.contains("tool_use"), "the calls are held");
+    assert!(!r.backlogged());
+    for _ in 0..100 {
+        assert!(r.feed(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"));
+    }
+    assert!(r.ready(None).is_empty(), "nothing passes a held call");
+    assert!(
+        r.backlogged(),
+        "what follows the calls piles up: stop reading"
+    );
+    for (i, p, _) in completed {
+        r.set(i, policy(&p));
+    }
+    let rest = r.ready(None);
+    assert!(!rest.is_empty());
+    assert!(!r.backlogged(), "released: reading resumes");
+}
