@@ -53,8 +53,23 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start(extra: &str) -> Gateway {
-        let mock = llm_mock::start();
-        let dir = tempfile::tempdir().unwrap();
+        Gateway::start_with(
+            extra,
+            llm_mock::start(),
+            tempfile::tempdir().unwrap(),
+            "http",
+            "",
+        )
+    }
+
+    /// `scheme` and `upstream_extra` (lines for the openai upstream) let the provider be TLS.
+    fn start_with(
+        extra: &str,
+        mock: Mock,
+        dir: tempfile::TempDir,
+        scheme: &str,
+        upstream_extra: &str,
+    ) -> Gateway {
         let ws = dir.path().join("ws");
         std::fs::create_dir(&ws).unwrap();
         let config = format!(
@@ -92,8 +107,9 @@ per = "day"
 [[llm.upstreams]]
 name = "openai"
 kind = "openai"
-base_url = "http://{mock}/v1"
+base_url = "{scheme}://{mock}/v1"
 api_key_env = "MOCK_OPENAI_KEY"
+{upstream_extra}
 
 [[llm.upstreams]]
 name = "anthropic"
@@ -653,6 +669,53 @@ fn an_ask_holds_the_response_until_a_human_answers() {
         "{v}"
     );
     assert_eq!(v["stop"], "tool_use", "the allowed call remains: {v}");
+}
+
+#[test]
+fn an_https_provider_is_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mock = llm_mock::start_tls(&certs.join("server.crt"), &certs.join("server.key"));
+    let ca = format!("ca_file = \"{}\"", certs.join("ca.crt").display());
+    let gw = Gateway::start_with("", mock, dir, "https", &ca);
+    let v = gw.sdk_runs(&[
+        ("chat", "chat_tools", false, AGENT_KEY),
+        ("chat", "chat_tools", true, AGENT_KEY),
+    ]);
+    for v in v {
+        assert_eq!(v["error"], Value::Null, "{v}");
+        assert_eq!(
+            names(&v),
+            vec![("run_shell".to_string(), json!({"command": "ls -la"}))],
+            "{v}"
+        );
+    }
+    assert_eq!(gw.mock.seen.lock().unwrap().len(), 2);
+
+    // Without the CA (the system bundle does not know it) the provider is not trusted.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mock = llm_mock::start_tls(&certs.join("server.crt"), &certs.join("server.key"));
+    let gw = Gateway::start_with("", mock, dir, "https", "");
+    let v = gw.sdk("chat", "chat_text", false, AGENT_KEY);
+    assert_eq!(v["error"]["status"], 502, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("TLS"),
+        "{v}"
+    );
+    assert_eq!(gw.mock.seen.lock().unwrap().len(), 0);
 }
 
 /// (status, body) of a POST with curl.

@@ -57,6 +57,29 @@ pub fn fixtures() -> PathBuf {
 
 /// Start the mock on a loopback port, on a thread of its own.
 pub fn start() -> Mock {
+    start_with(None)
+}
+
+/// The mock over TLS, with this certificate chain and key (PEM files).
+pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Mock {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Mock {
     let (tx, rx) = std::sync::mpsc::channel();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
@@ -74,11 +97,20 @@ pub fn start() -> Mock {
                 };
                 let _ = tcp.set_nodelay(true);
                 let s = s.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| serve(req, s.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
