@@ -718,6 +718,74 @@ fn an_https_provider_is_verified_against_the_configured_ca() {
     assert_eq!(gw.mock.seen.lock().unwrap().len(), 0);
 }
 
+#[test]
+fn a_provider_that_goes_silent_or_away_fails_closed() {
+    let gw = Gateway::start("idle_timeout_ms = 300");
+    // Silent in the middle of the second call (after its first argument fragment).
+    let events =
+        llm_mock::events(&std::fs::read(llm_mock::fixtures().join("chat_tools.sse")).unwrap());
+    let cut = events
+        .iter()
+        .rposition(|e| String::from_utf8_lossy(e).contains("call_nJ5"))
+        .unwrap()
+        + 2;
+    let model = format!("chat_tools@stall{cut}");
+    let v = gw.sdk("chat", &model, true, AGENT_KEY);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sent nothing for 300 ms"),
+        "{v}"
+    );
+    let rules: Vec<String> = gw
+        .decisions("tool_call")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["decision"]["outcome"],
+                r["decision"]["reasons"][0]["rule"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            "\"allow\":".to_string(),
+            "\"deny\":llm_incomplete_tool_call".to_string()
+        ],
+        "the complete call was decided, the cut one refused"
+    );
+
+    // A provider that is not there at all.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gone = format!(
+        "[[llm.upstreams]]\nname = \"gone\"\nkind = \"openai\"\nbase_url = \"http://{closed}/v1\"\n"
+    );
+    let gw = Gateway::start(&gone);
+    let v = sdk_batch(&[(
+        gw.base("gone"),
+        "chat".into(),
+        "chat_text".into(),
+        true,
+        AGENT_KEY.into(),
+    )])
+    .pop()
+    .unwrap();
+    assert_eq!(v["error"]["status"], 502, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{v}"
+    );
+}
+
 /// (status, body) of a POST with curl.
 fn curl(gw: &Gateway, path: &str, auth: &str, body: &str) -> (u16, String) {
     let out = Command::new("curl")

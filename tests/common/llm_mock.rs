@@ -9,7 +9,8 @@
 //! * `x-mock-interval-us: N` — wait N µs between writes (a model producing tokens).
 //!
 //! And by model name: `status-NNN` answers that status with an OpenAI-shaped error body;
-//! `stall` never answers.
+//! `stall` never answers; `NAME@stallN` streams the first N pieces of `NAME` and then goes
+//! silent (the connection stays open).
 
 #![allow(dead_code, reason = "each test binary uses a part")]
 
@@ -172,6 +173,10 @@ async fn serve(
     if model == "stall" {
         std::future::pending::<()>().await;
     }
+    let (model, stall_after) = match model.split_once("@stall") {
+        Some((m, n)) => (m.to_string(), n.parse::<usize>().ok()),
+        None => (model, None),
+    };
     let file = fixtures().join(format!("{model}.{}", if stream { "sse" } else { "json" }));
     let Ok(data) = std::fs::read(&file) else {
         let err = format!(
@@ -193,7 +198,12 @@ async fn serve(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
-        for p in pieces {
+        for (n, p) in pieces.into_iter().enumerate() {
+            if stall_after == Some(n) {
+                // Silent, with the connection open, until the client goes away.
+                tx.closed().await;
+                return;
+            }
             if let Some(d) = interval {
                 tokio::time::sleep(d).await;
             }
