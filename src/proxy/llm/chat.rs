@@ -315,7 +315,7 @@ impl Protocol for Stream {
             };
             let finish = ch.remove("finish_reason").filter(|v| !v.is_null());
             if let Some(Value::String(t)) = delta.get("content") {
-                self.text.push_str(t);
+                super::stream::keep_text(&mut self.text, t);
             }
             parts.push(Part {
                 group,

@@ -145,7 +145,7 @@ impl Protocol for Stream {
                 }
                 None => {
                     if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
-                        self.text.push_str(t);
+                        super::stream::keep_text(&mut self.text, t);
                     }
                     q.emit(f.raw);
                 }

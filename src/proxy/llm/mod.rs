@@ -387,7 +387,7 @@ impl Llm {
                 &m,
             )
         };
-        let mut body = match crate::input::parse_value_limited(&req.body, usize::MAX, 128) {
+        let body = match crate::input::parse_value_limited(&req.body, usize::MAX, 128) {
             Ok(Value::Object(m)) => m,
             Ok(_) => return bad("the request body must be a JSON object".into()),
             Err(e) => return bad(format!("the request body: {e}")),
@@ -416,13 +416,15 @@ impl Llm {
         });
         // The request: one decision on the model, the tools offered and the prompt's findings.
         let mut a = ex.action(Kind::ModelRequest);
-        let mut facet = ex.model_facet(Usage::default(), Some(Value::Object(body.clone())));
+        // The body goes into the Action to be scanned (never into its record) and comes back.
+        let mut facet = ex.model_facet(Usage::default(), Some(Value::Object(body)));
         facet.tools = tools;
         a.model = Some(facet);
-        let pending = match self.gate.decide_for(&ex.caller, &ex.session, a) {
+        let mut pending = match self.gate.decide_for(&ex.caller, &ex.session, a) {
             Ok(p) => p,
             Err(e) => return bad(e.to_string()),
         };
+        let mut payload = take_payload(&mut pending.action);
         let findings = pending
             .action
             .content
@@ -434,7 +436,6 @@ impl Llm {
             return denied(kind, &c);
         }
         let mut changed = false;
-        let mut payload = Value::Object(std::mem::take(&mut body));
         if !c.decision.redact.is_empty() {
             if let Err(e) =
                 crate::proxy::redact::apply(&mut payload, "request", &findings, &c.decision.redact)
@@ -601,20 +602,15 @@ impl Llm {
 
     /// A whole (non-streaming) response: the response decision first (its redactions are
     /// applied), then every tool call in what remains; denied calls are replaced.
-    async fn whole(
-        &self,
-        ex: &Arc<Exchange>,
-        api: Api,
-        mut body: Value,
-    ) -> Result<Value, Concluded> {
+    async fn whole(&self, ex: &Arc<Exchange>, api: Api, body: Value) -> Result<Value, Concluded> {
         let usage = match api {
             Api::Chat => chat::usage(&body),
             Api::Responses => responses::usage(&body),
             Api::Messages => messages::usage(&body),
         };
         let mut a = ex.action(Kind::ModelResponse);
-        a.model = Some(ex.model_facet(usage, Some(body.clone())));
-        let pending = self
+        a.model = Some(ex.model_facet(usage, Some(body)));
+        let mut pending = self
             .gate
             .decide_for(&ex.caller, &ex.session, a)
             .map_err(|e| Concluded {
@@ -622,6 +618,7 @@ impl Llm {
                 decision: Decision::deny(reason::INVALID_ACTION, e.to_string(), ""),
                 approval_id: None,
             })?;
+        let mut body = take_payload(&mut pending.action);
         let findings = pending
             .action
             .content
@@ -699,6 +696,14 @@ impl Llm {
             &format!("the model provider answered {status}"),
         )
     }
+}
+
+/// The payload an Action carried to be scanned.
+fn take_payload(a: &mut Action) -> Value {
+    a.model
+        .as_mut()
+        .and_then(|m| m.payload.take())
+        .unwrap_or(Value::Null)
 }
 
 fn flat<T>(v: Vec<(usize, T)>) -> Vec<((usize, usize), T)> {

@@ -237,7 +237,7 @@ impl Protocol for Stream {
                 if ty == "response.output_text.delta"
                     && let Some(t) = v.get("delta").and_then(Value::as_str)
                 {
-                    self.text.push_str(t);
+                    super::stream::keep_text(&mut self.text, t);
                 }
                 q.emit(f.raw);
             }

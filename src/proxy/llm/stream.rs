@@ -493,3 +493,21 @@ fn decide<P: Protocol>(
         });
     }
 }
+
+/// Most streamed text kept for the response decision's scan (the scanners read at most the
+/// first 1 MiB of a string too), so a long answer does not grow a stream's memory without end.
+const MAX_TEXT: usize = 1 << 20;
+
+/// Append `t` to the text kept for scanning, up to [`MAX_TEXT`] bytes (on a char boundary).
+pub fn keep_text(text: &mut String, t: &str) {
+    let room = MAX_TEXT.saturating_sub(text.len());
+    if t.len() <= room {
+        text.push_str(t);
+    } else {
+        let mut end = room;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.push_str(&t[..end]);
+    }
+}
