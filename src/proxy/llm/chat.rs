@@ -366,14 +366,19 @@ impl Protocol for Stream {
                 c
             };
             let has_role = p.delta.contains_key("role");
+            // Text (or anything else that is not a call) goes first, with the role if any;
+            // else the role goes with the first call.
             let other: Map<String, Value> = p
                 .delta
                 .iter()
-                .filter(|(k, v)| !v.is_null() && (*k != "role" || p.calls.is_empty()))
+                .filter(|(k, v)| !v.is_null() && *k != "role")
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            if !other.is_empty() && (other.contains_key("role") || !trivial_besides_calls(&other)) {
-                if other.contains_key("role") {
+            let text_part = !other.is_empty() && !trivial_besides_calls(&other);
+            if text_part || (has_role && p.calls.is_empty()) {
+                let mut other = other;
+                if has_role {
+                    other.insert("role".into(), p.delta["role"].clone());
                     self.role_sent.insert(p.group);
                 }
                 q.emit(self.chunk(
@@ -381,9 +386,10 @@ impl Protocol for Stream {
                     Value::Object(choice(Value::Object(other), Value::Null)),
                 ));
             }
+            let role_left = has_role && !text_part && !p.calls.is_empty();
             for (n, entry) in p.calls.iter().enumerate() {
                 let mut delta = Map::new();
-                let role = has_role && n == 0;
+                let role = role_left && n == 0;
                 if role {
                     delta.insert("role".into(), p.delta["role"].clone());
                 }

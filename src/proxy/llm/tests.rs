@@ -420,3 +420,47 @@ fn output_behind_a_pending_decision_stops_the_reading() {
     assert!(!rest.is_empty());
     assert!(!r.backlogged(), "released: reading resumes");
 }
+
+#[test]
+fn a_chat_chunk_carrying_several_things_is_split_into_one_per_thing() {
+    // Some compatible servers send a whole answer in one chunk.
+    let chunk = json!({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi", "tool_calls": [
+            {"index": 0, "id": "call_a", "type": "function", "function": {"name": "run_shell", "arguments": "{\"command\": \"ls -la\"}"}},
+            {"index": 1, "id": "call_b", "type": "function", "function": {"name": "run_shell", "arguments": "{\"command\": \"rm -rf /\"}"}}]},
+            "finish_reason": "tool_calls"}]});
+    let data = format!("data: {chunk}\n\ndata: [DONE]\n\n").into_bytes();
+    let whole = drive(chat::Stream::new(false), &data, &[], policy, false, 1 << 20);
+    for seed in 0..40 {
+        let c = cuts(seed, data.len(), 29);
+        assert_eq!(
+            drive(
+                chat::Stream::new(false),
+                &data,
+                &c,
+                policy,
+                seed % 2 == 0,
+                1 << 20
+            ),
+            whole
+        );
+    }
+    let (out, decided) = whole;
+    assert_eq!(decided.len(), 2);
+    let ev = events(&out);
+    let deltas: Vec<&Value> = ev.iter().map(|e| &e["choices"][0]["delta"]).collect();
+    assert_eq!(
+        deltas[0],
+        &json!({"role": "assistant", "content": "Hi"}),
+        "text first, with the role"
+    );
+    assert_eq!(deltas[1]["tool_calls"][0]["id"], "call_a");
+    assert!(deltas[2]["content"].as_str().unwrap().contains(REFUSAL));
+    assert_eq!(
+        ev[3]["choices"][0]["finish_reason"], "tool_calls",
+        "one call remains"
+    );
+    assert_eq!(ev.len(), 4);
+    assert!(String::from_utf8_lossy(&out).ends_with("data: [DONE]\n\n"));
+    assert!(!String::from_utf8_lossy(&out).contains("call_b"));
+}
