@@ -646,6 +646,12 @@ fn audit_entry(
 // === impl Pending ===
 
 impl Pending {
+    /// The decision as made, before its record is durable (and before an `ask` is answered):
+    /// for planning only, never for enforcing.
+    pub fn provisional(&self) -> &Decision {
+        &self.decision
+    }
+
     /// Block until the audit record is durable; release the decision only if it is. For
     /// synchronous callers (the CLI); asynchronous code uses [`Pending::release`].
     pub fn finish(mut self) -> Decision {

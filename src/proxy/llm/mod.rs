@@ -600,8 +600,9 @@ impl Llm {
         r
     }
 
-    /// A whole (non-streaming) response: the response decision first (its redactions are
-    /// applied), then every tool call in what remains; denied calls are replaced.
+    /// A whole (non-streaming) response: the response decision, and every tool call in what
+    /// the agent will get (after the response's redactions, if it has any); denied calls are
+    /// replaced.
     async fn whole(&self, ex: &Arc<Exchange>, api: Api, body: Value) -> Result<Value, Concluded> {
         let usage = match api {
             Api::Chat => chat::usage(&body),
@@ -625,30 +626,33 @@ impl Llm {
             .as_ref()
             .map(|c| c.findings.clone())
             .unwrap_or_default();
+        // With nothing to redact, the calls are decided alongside the response (their
+        // records share a group commit); else on the redacted text, after it.
+        let early = pending.provisional().redact.is_empty();
+        let mut tasks = if early {
+            self.start_calls(ex, api, &body)
+        } else {
+            Vec::new()
+        };
         let mut c = self.gate.conclude(pending).await;
         if c.decision.outcome != Outcome::Allow {
+            // Decided and recorded, never released.
             return Err(c);
         }
-        if let Err(e) =
-            crate::proxy::redact::apply(&mut body, "response", &findings, &c.decision.redact)
-        {
-            c.decision.outcome = Outcome::Deny;
-            c.decision.reasons.push(crate::action::Reason {
-                rule: "llm_redaction_failed".into(),
-                message: format!("the response could not be redacted as the policy requires ({e})"),
-            });
-            return Err(c);
-        }
-        let calls = match api {
-            Api::Chat => chat::calls(&body),
-            Api::Responses => flat(responses::calls(&body)),
-            Api::Messages => flat(messages::calls(&body)),
-        };
-        // Submitted together, so their records share a group commit.
-        let mut tasks = Vec::new();
-        for (at, p) in calls {
-            let ex = ex.clone();
-            tasks.push((at, tokio::spawn(async move { ex.decide_call(&p).await })));
+        if !early {
+            if let Err(e) =
+                crate::proxy::redact::apply(&mut body, "response", &findings, &c.decision.redact)
+            {
+                c.decision.outcome = Outcome::Deny;
+                c.decision.reasons.push(crate::action::Reason {
+                    rule: "llm_redaction_failed".into(),
+                    message: format!(
+                        "the response could not be redacted as the policy requires ({e})"
+                    ),
+                });
+                return Err(c);
+            }
+            tasks = self.start_calls(ex, api, &body);
         }
         let mut verdicts = Vec::new();
         for (at, t) in tasks {
@@ -665,6 +669,27 @@ impl Llm {
             Api::Messages => messages::rewrite(&mut body, &unflat(verdicts)),
         }
         Ok(body)
+    }
+
+    /// Start deciding every tool call of a whole response, each in its own task.
+    fn start_calls(
+        &self,
+        ex: &Arc<Exchange>,
+        api: Api,
+        body: &Value,
+    ) -> Vec<((usize, usize), tokio::task::JoinHandle<Verdict>)> {
+        let calls = match api {
+            Api::Chat => chat::calls(body),
+            Api::Responses => flat(responses::calls(body)),
+            Api::Messages => flat(messages::calls(body)),
+        };
+        calls
+            .into_iter()
+            .map(|(at, p)| {
+                let ex = ex.clone();
+                (at, tokio::spawn(async move { ex.decide_call(&p).await }))
+            })
+            .collect()
     }
 
     /// The upstream's own error, passed on when it is a JSON body of the provider's shape;
