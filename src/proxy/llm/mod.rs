@@ -30,11 +30,12 @@ use serde_json::{Value, json};
 use crate::action::{
     Action, Decision, ExecFacet, Kind, Model, Outcome, Tool, Usage, VERSION, Via, reason,
 };
-use crate::body::{Body, full, stream as stream_body};
+use crate::body::{Body, full};
 use crate::config::{ArgMapping, KeySource, LlmConfig, LlmUpstream, ProviderKind};
 use crate::gate::identity::Caller;
 use crate::gate::{Concluded, Gate};
 use crate::proxy::facets::{self, Built};
+use http_body_util::BodyExt;
 
 /// The three APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -516,32 +517,19 @@ impl Llm {
                 max_held: self.cfg.max_held_bytes,
                 idle: self.cfg.idle_timeout,
             };
-            let (tx, rx) = tokio::sync::mpsc::channel(64);
-            let body = resp.into_body();
-            match api {
-                Api::Chat => tokio::spawn(stream::run(
-                    chat::Stream::new(strip_usage),
-                    ex,
-                    body,
-                    limits,
-                    tx,
-                )),
-                Api::Responses => tokio::spawn(stream::run(
-                    responses::Stream::default(),
-                    ex,
-                    body,
-                    limits,
-                    tx,
-                )),
-                Api::Messages => tokio::spawn(stream::run(
-                    messages::Stream::default(),
-                    ex,
-                    body,
-                    limits,
-                    tx,
-                )),
+            let up = resp.into_body();
+            let body = match api {
+                Api::Chat => {
+                    stream::RelayBody::new(chat::Stream::new(strip_usage), ex, up, limits).boxed()
+                }
+                Api::Responses => {
+                    stream::RelayBody::new(responses::Stream::default(), ex, up, limits).boxed()
+                }
+                Api::Messages => {
+                    stream::RelayBody::new(messages::Stream::default(), ex, up, limits).boxed()
+                }
             };
-            let mut r = Response::new(stream_body(rx));
+            let mut r = Response::new(body);
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,

@@ -11,17 +11,21 @@
 //! unfinished call and ends the stream with the API's own error event.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::sync::mpsc;
 
 use super::sse::{Frame, Splitter};
 use super::{Exchange, Proposed, Verdict};
 use crate::action::{Outcome, Usage};
+use crate::gate::Concluded;
 
 /// A tool call being received, held and decided.
 #[derive(Debug, Default)]
@@ -171,7 +175,7 @@ pub enum Flow {
 }
 
 /// One API's streaming events.
-pub trait Protocol: Send + 'static {
+pub trait Protocol: Send + Unpin + 'static {
     /// Read one upstream event into the queue. `Err` is a fault: not what this API sends.
     fn event(&mut self, f: Frame, q: &mut Queue) -> Result<Flow, String>;
     /// What a complete call proposes, for the Gate.
@@ -354,89 +358,232 @@ impl<P: Protocol> Relay<P> {
     }
 }
 
-/// Relay `body` to `tx` through `proto`, deciding every call on the way.
-pub async fn run<P: Protocol>(
-    proto: P,
-    ex: Arc<Exchange>,
-    mut body: Incoming,
-    limits: Limits,
-    tx: mpsc::Sender<Bytes>,
-) {
-    let mut r = Relay::new(proto, limits);
-    let (vtx, mut vrx) = mpsc::unbounded_channel::<(usize, Verdict)>();
-    let mut open = true;
-    while open {
-        let read = !r.backlogged();
-        tokio::select! {
-            biased;
-            Some((i, v)) = vrx.recv() => r.set(i, v),
-            next = tokio::time::timeout(limits.idle, body.frame()), if read => match next {
-                Err(_) => {
-                    r.fail("upstream_timeout", format!(
-                        "the model provider sent nothing for {} ms", limits.idle.as_millis()));
-                    open = false;
-                }
-                Ok(None) => open = false,
-                Ok(Some(Err(e))) => {
-                    r.fail("upstream_error", format!("the model provider's stream broke: {e}"));
-                    open = false;
-                }
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        open = r.feed(&data);
-                    }
-                }
-            }
-        }
-        decide(&mut r, &ex, &vtx);
-        if send(&tx, r.ready(None)).await.is_err() {
-            // The agent went away; decisions already started finish in their own tasks, and
-            // what was spent so far is still charged.
-            ex.decide_response(r.proto.usage(), r.proto.text()).await;
-            return;
-        }
-    }
-    drop(body);
-    // Whatever call is still open was cut off: none of it is released, and it is recorded.
-    for (i, p) in r.end() {
-        let ex = ex.clone();
-        let vtx = vtx.clone();
-        tokio::spawn(async move {
-            ex.refuse(
-                &p,
-                "llm_incomplete_tool_call",
-                "the model provider's stream ended before this tool call was complete",
-            )
-            .await;
-            let _ = vtx.send((i, Verdict::Incomplete));
-        });
-    }
-    decide(&mut r, &ex, &vtx);
-    drop(vtx);
-    while r.undecided() {
-        match vrx.recv().await {
-            Some((i, v)) => r.set(i, v),
-            None => break,
-        }
-        if send(&tx, r.ready(None)).await.is_err() {
-            return;
-        }
-    }
-    // The response itself: usage feeds the budgets; a deny (or an unwritable record) turns
-    // the clean end into an error.
-    let concluded = ex.decide_response(r.proto.usage(), r.proto.text()).await;
-    let allowed = concluded.decision.outcome == Outcome::Allow;
-    let last = r.close(allowed, || {
-        super::refusal_reasons("the model's response", &concluded)
-    });
-    let _ = send(&tx, last).await;
+/// Where a [`RelayBody`] is.
+enum Phase {
+    /// Reading the upstream.
+    Reading,
+    /// The upstream is over: cut calls are being refused, the rest decided.
+    Draining,
+    /// Every call decided; the response's own decision is on its way.
+    Concluding(tokio::task::JoinHandle<Concluded>),
+    Done,
 }
 
-async fn send(tx: &mpsc::Sender<Bytes>, out: Vec<Bytes>) -> Result<(), ()> {
-    for b in out {
-        tx.send(b).await.map_err(|_| ())?;
+/// The agent's response body: polled by the agent's connection, it reads the upstream body,
+/// runs the [`Relay`] and yields what may go out. No task of its own sits between the two
+/// connections, so a chunk costs no extra wake-up on its way through. Decisions run in tasks
+/// of their own (never cancelled with the connection) and come back on a channel.
+pub struct RelayBody<P: Protocol> {
+    relay: Relay<P>,
+    ex: Arc<Exchange>,
+    upstream: Option<Incoming>,
+    idle: Duration,
+    /// Fires when the upstream has been silent for `idle` while being read.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer is not running (reading paused behind a pending decision).
+    paused: bool,
+    out: VecDeque<Bytes>,
+    vtx: Option<mpsc::UnboundedSender<(usize, Verdict)>>,
+    vrx: mpsc::UnboundedReceiver<(usize, Verdict)>,
+    phase: Phase,
+}
+
+impl<P: Protocol> RelayBody<P> {
+    pub fn new(proto: P, ex: Arc<Exchange>, upstream: Incoming, limits: Limits) -> RelayBody<P> {
+        let (vtx, vrx) = mpsc::unbounded_channel();
+        RelayBody {
+            relay: Relay::new(proto, limits),
+            ex,
+            upstream: Some(upstream),
+            idle: limits.idle,
+            timer: Box::pin(tokio::time::sleep(limits.idle)),
+            paused: false,
+            out: VecDeque::new(),
+            vtx: Some(vtx),
+            vrx,
+            phase: Phase::Reading,
+        }
     }
-    Ok(())
+
+    /// Start a decision for every newly completed call.
+    fn decide(&mut self) {
+        let Some(vtx) = &self.vtx else { return };
+        for (i, p, overflow) in self.relay.completed() {
+            let ex = self.ex.clone();
+            let vtx = vtx.clone();
+            tokio::spawn(async move {
+                let v = if overflow {
+                    ex.refuse(
+                        &p,
+                        "llm_held_bytes",
+                        "the tool call is over llm.max_held_bytes and was not released",
+                    )
+                    .await
+                } else {
+                    ex.decide_call(&p).await
+                };
+                let _ = vtx.send((i, v));
+            });
+        }
+    }
+
+    /// The upstream is over: refuse (and record) what it cut off, decide the rest.
+    fn end(&mut self) {
+        self.upstream = None;
+        let Some(vtx) = &self.vtx else { return };
+        for (i, p) in self.relay.end() {
+            let ex = self.ex.clone();
+            let vtx = vtx.clone();
+            tokio::spawn(async move {
+                ex.refuse(
+                    &p,
+                    "llm_incomplete_tool_call",
+                    "the model provider's stream ended before this tool call was complete",
+                )
+                .await;
+                let _ = vtx.send((i, Verdict::Incomplete));
+            });
+        }
+        self.decide();
+        self.vtx = None;
+        self.phase = Phase::Draining;
+    }
+
+    /// Read what the upstream has; `Ready` when something changed.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.relay.backlogged() {
+            self.paused = true;
+            return Poll::Pending;
+        }
+        if self.paused {
+            self.paused = false;
+            let deadline = tokio::time::Instant::now() + self.idle;
+            self.timer.as_mut().reset(deadline);
+        }
+        let Some(body) = self.upstream.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.timer.as_mut().reset(deadline);
+                if let Ok(data) = frame.into_data()
+                    && !self.relay.feed(&data)
+                {
+                    self.end();
+                    return Poll::Ready(());
+                }
+                self.decide();
+                Poll::Ready(())
+            }
+            Poll::Ready(None) => {
+                self.end();
+                Poll::Ready(())
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.relay.fail(
+                    "upstream_error",
+                    format!("the model provider's stream broke: {e}"),
+                );
+                self.end();
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    self.relay.fail(
+                        "upstream_timeout",
+                        format!(
+                            "the model provider sent nothing for {} ms",
+                            self.idle.as_millis()
+                        ),
+                    );
+                    self.end();
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<P: Protocol> hyper::body::Body for RelayBody<P> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
+            }
+            let mut progressed = false;
+            while let Poll::Ready(Some((i, v))) = this.vrx.poll_recv(cx) {
+                this.relay.set(i, v);
+                progressed = true;
+            }
+            match &mut this.phase {
+                Phase::Reading => {
+                    if this.poll_upstream(cx).is_ready() {
+                        progressed = true;
+                    }
+                    this.out.extend(this.relay.ready(None));
+                }
+                Phase::Draining => {
+                    this.out.extend(this.relay.ready(None));
+                    if !this.relay.undecided() {
+                        // The response itself: usage feeds the budgets; a deny (or an
+                        // unwritable record) turns the clean end into an error.
+                        let ex = this.ex.clone();
+                        let usage = this.relay.proto.usage();
+                        let text = this.relay.proto.text().to_string();
+                        this.phase = Phase::Concluding(tokio::spawn(async move {
+                            ex.decide_response(usage, &text).await
+                        }));
+                        progressed = true;
+                    }
+                }
+                Phase::Concluding(handle) => {
+                    let Poll::Ready(joined) = Pin::new(handle).poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    let (allowed, why) = match &joined {
+                        Ok(c) => (
+                            c.decision.outcome == Outcome::Allow,
+                            super::refusal_reasons("the model's response", c),
+                        ),
+                        Err(e) => (false, format!("the response could not be decided: {e}")),
+                    };
+                    this.out.extend(this.relay.close(allowed, || why));
+                    this.phase = Phase::Done;
+                    continue;
+                }
+                Phase::Done => return Poll::Ready(None),
+            }
+            if this.out.is_empty() && !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<P: Protocol> Drop for RelayBody<P> {
+    /// The agent went away early: decisions already started finish in their own tasks, and
+    /// what was spent so far is still charged.
+    fn drop(&mut self) {
+        if matches!(self.phase, Phase::Reading | Phase::Draining)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let ex = self.ex.clone();
+            let usage = self.relay.proto.usage();
+            let text = self.relay.proto.text().to_string();
+            rt.spawn(async move {
+                ex.decide_response(usage, &text).await;
+            });
+        }
+    }
 }
 
 /// Feed every whole event to the protocol.
@@ -465,32 +612,6 @@ fn read<P: Protocol>(
                 ));
             }
         }
-    }
-}
-
-/// Start a decision for every newly completed call.
-fn decide<P: Protocol>(
-    r: &mut Relay<P>,
-    ex: &Arc<Exchange>,
-    vtx: &mpsc::UnboundedSender<(usize, Verdict)>,
-) {
-    for (i, p, overflow) in r.completed() {
-        let ex = ex.clone();
-        let vtx = vtx.clone();
-        // Its own task: the record settles even if the agent goes away meanwhile.
-        tokio::spawn(async move {
-            let v = if overflow {
-                ex.refuse(
-                    &p,
-                    "llm_held_bytes",
-                    "the tool call is over llm.max_held_bytes and was not released",
-                )
-                .await
-            } else {
-                ex.decide_call(&p).await
-            };
-            let _ = vtx.send((i, v));
-        });
     }
 }
 
