@@ -572,11 +572,13 @@ impl Llm {
                 );
             }
         };
-        let body = match self.whole(&ex, api, body).await {
-            Ok(b) => b,
+        let out = match self.whole(&ex, api, body).await {
+            // Nothing redacted or replaced: the provider's bytes, exactly as decided.
+            Ok(None) => bytes,
+            Ok(Some(changed)) => Bytes::from(serde_json::to_vec(&changed).unwrap_or_default()),
             Err(c) => return denied(kind, &c),
         };
-        let mut r = Response::new(full(serde_json::to_vec(&body).unwrap_or_default()));
+        let mut r = Response::new(full(out));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -591,7 +593,13 @@ impl Llm {
     /// A whole (non-streaming) response: the response decision, and every tool call in what
     /// the agent will get (after the response's redactions, if it has any); denied calls are
     /// replaced.
-    async fn whole(&self, ex: &Arc<Exchange>, api: Api, body: Value) -> Result<Value, Concluded> {
+    /// `Ok(None)`: the response goes out as it came.
+    async fn whole(
+        &self,
+        ex: &Arc<Exchange>,
+        api: Api,
+        body: Value,
+    ) -> Result<Option<Value>, Concluded> {
         let usage = match api {
             Api::Chat => chat::usage(&body),
             Api::Responses => responses::usage(&body),
@@ -651,12 +659,15 @@ impl Llm {
             });
             verdicts.push((at, v));
         }
+        if early && verdicts.iter().all(|(_, v)| *v == Verdict::Allow) {
+            return Ok(None);
+        }
         match api {
             Api::Chat => chat::rewrite(&mut body, &verdicts),
             Api::Responses => responses::rewrite(&mut body, &unflat(verdicts)),
             Api::Messages => messages::rewrite(&mut body, &unflat(verdicts)),
         }
-        Ok(body)
+        Ok(Some(body))
     }
 
     /// Start deciding every tool call of a whole response, each in its own task.
