@@ -9,9 +9,12 @@
 //! index had to change. A chunk that carries more than one thing (text and a call, two calls,
 //! a call and the finish reason) is split into one chunk per thing.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use super::sse::Frame;
@@ -231,6 +234,72 @@ impl Stream {
     }
 }
 
+/// The fields of a chunk that decide whether it is plain text (read without building a tree:
+/// most chunks of a stream are, and each one is on the token path).
+#[derive(Deserialize)]
+struct Lite<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<LiteChoice<'a>>,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct LiteChoice<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow, default)]
+    delta: Option<LiteDelta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct LiteDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    role: Option<IgnoredAny>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+impl Stream {
+    /// A chunk of text (or a role) only, with no call, finish, usage or error: noted and
+    /// passed as it is. Anything else (or anything odd) takes the full path.
+    fn plain_text(&mut self, data: &str) -> bool {
+        // A key is never escaped inside a JSON string value, so this finds every call.
+        if data.contains("\"tool_calls\"") {
+            return false;
+        }
+        let Ok(lite) = serde_json::from_str::<Lite>(data) else {
+            return false;
+        };
+        let plain = lite.error.is_none()
+            && lite.usage.is_none()
+            && !lite.choices.is_empty()
+            && lite.choices.iter().all(|c| {
+                c.finish_reason.is_none() && c.delta.as_ref().is_none_or(|d| d.tool_calls.is_none())
+            });
+        if !plain {
+            return false;
+        }
+        for c in &lite.choices {
+            if let Some(d) = &c.delta {
+                if let Some(t) = &d.content {
+                    super::stream::keep_text(&mut self.text, t);
+                }
+                if d.role.is_some() {
+                    self.role_sent.insert(c.index);
+                }
+            }
+        }
+        true
+    }
+}
+
 /// A delta that carries nothing but a role, a null content or refusal, and tool calls.
 fn trivial_besides_calls(delta: &Map<String, Value>) -> bool {
     delta.iter().all(|(k, v)| match k.as_str() {
@@ -253,6 +322,10 @@ impl Protocol for Stream {
                 q.complete(i);
             }
             q.fin(f.raw);
+            return Ok(Flow::Continue);
+        }
+        if self.envelope.is_some() && self.plain_text(data) {
+            q.emit(f.raw);
             return Ok(Flow::Continue);
         }
         let Value::Object(mut chunk) =
