@@ -453,7 +453,10 @@ fn a_secret_in_the_prompt_is_redacted_before_the_provider_sees_it() {
     );
     assert_eq!(out.0, 200, "{out:?}");
     let fixture = std::fs::read_to_string(llm_mock::fixtures().join("chat_text.json")).unwrap();
-    assert_eq!(out.1, fixture, "a response with nothing to change goes out byte for byte");
+    assert_eq!(
+        out.1, fixture,
+        "a response with nothing to change goes out byte for byte"
+    );
     let seen = gw.mock.seen.lock().unwrap().clone();
     let sent = seen.last().unwrap().body["messages"][0]["content"]
         .as_str()
