@@ -294,6 +294,21 @@ impl<P: Protocol> Relay<P> {
             && self.q.calls.iter().any(|c| c.done && c.verdict.is_none())
     }
 
+    /// Deny every call still without a verdict (its decision can no longer arrive).
+    pub fn deny_undecided(&mut self) -> bool {
+        let mut any = false;
+        for c in &mut self.q.calls {
+            if c.verdict.is_none() {
+                c.verdict = Some(Verdict::Deny(
+                    "\n[portcullis could not decide this tool call. The call was not made.]\n"
+                        .into(),
+                ));
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Some call still waits for its verdict.
     pub fn undecided(&self) -> bool {
         self.q.calls.iter().any(|c| c.verdict.is_none())
@@ -520,8 +535,18 @@ impl<P: Protocol> hyper::body::Body for RelayBody<P> {
                 return Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
             }
             let mut progressed = false;
-            while let Poll::Ready(Some((i, v))) = this.vrx.poll_recv(cx) {
-                this.relay.set(i, v);
+            loop {
+                match this.vrx.poll_recv(cx) {
+                    Poll::Ready(Some((i, v))) => this.relay.set(i, v),
+                    // Every decision task is gone: one that died without a verdict denies.
+                    Poll::Ready(None) => {
+                        if this.relay.deny_undecided() {
+                            progressed = true;
+                        }
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
                 progressed = true;
             }
             match &mut this.phase {

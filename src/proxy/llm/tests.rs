@@ -464,3 +464,21 @@ fn a_chat_chunk_carrying_several_things_is_split_into_one_per_thing() {
     assert!(String::from_utf8_lossy(&out).ends_with("data: [DONE]\n\n"));
     assert!(!String::from_utf8_lossy(&out).contains("call_b"));
 }
+
+#[test]
+fn a_call_whose_decision_never_comes_is_denied() {
+    let data = fixture("chat_tools.sse");
+    let mut r = Relay::new(chat::Stream::new(false), limits(1 << 20));
+    assert!(r.feed(&data));
+    assert_eq!(r.completed().len(), 2);
+    assert!(r.end().is_empty());
+    assert!(r.undecided());
+    assert!(r.deny_undecided());
+    assert!(!r.undecided());
+    let out = String::from_utf8_lossy(&r.close(true, String::new).concat()).into_owned();
+    assert!(out.contains("could not decide this tool call"), "{out}");
+    assert!(
+        !out.contains("call_mK1") && !out.contains("-rf"),
+        "neither call is released: {out}"
+    );
+}
