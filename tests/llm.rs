@@ -180,7 +180,7 @@ op = "read"
         let jobs: Vec<Job> = runs
             .iter()
             .map(|&(api, model, stream, key)| {
-                let upstream = if api == "messages" {
+                let upstream = if api == "messages" || api == "count_tokens" {
                     "anthropic"
                 } else {
                     "openai"
@@ -788,6 +788,23 @@ fn a_provider_that_goes_silent_or_away_fails_closed() {
             .unwrap()
             .contains("cannot connect"),
         "{v}"
+    );
+}
+
+#[test]
+fn a_token_count_is_decided_as_a_request_and_not_charged() {
+    let gw = Gateway::start("");
+    let v = gw.sdk("count_tokens", "claude-x", false, THRIFTY_KEY);
+    assert_eq!(v["error"], Value::Null, "{v}");
+    assert_eq!(v["usage"]["input_tokens"], 412, "{v}");
+    let seen = gw.mock.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].path, "/v1/messages/count_tokens");
+    assert_eq!(seen[0].header("x-api-key"), Some(ANTHROPIC_KEY));
+    assert_eq!(gw.decisions("model_request").len(), 1);
+    assert_eq!(
+        gw.decisions("model_response").len(),
+        0,
+        "nothing was generated"
     );
 }
 

@@ -8,7 +8,7 @@
 //!   otherwise one write per event.
 //! * `x-mock-interval-us: N` — wait N µs between writes (a model producing tokens).
 //!
-//! And by model name: `status-NNN` answers that status with an OpenAI-shaped error body;
+//! A token count (`…/count_tokens`) answers `count_tokens.json`. And by model name: `status-NNN` answers that status with an OpenAI-shaped error body;
 //! `stall` never answers; `NAME@stallN` streams the first N pieces of `NAME` and then goes
 //! silent (the connection stays open).
 
@@ -155,7 +155,10 @@ async fn serve(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let model = body["model"].as_str().unwrap_or("").to_string();
+    let model = match path.ends_with("/count_tokens") {
+        true => "count_tokens".to_string(),
+        false => body["model"].as_str().unwrap_or("").to_string(),
+    };
     let stream = body["stream"].as_bool().unwrap_or(false);
     seen.lock().unwrap().push(Seen {
         path,

@@ -54,7 +54,7 @@ MESSAGES_TOOLS = [{"name": n, "description": d, "input_schema": p} for n, (d, p)
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--api", required=True, choices=["chat", "responses", "messages"])
+    ap.add_argument("--api", required=True, choices=["chat", "responses", "messages", "count_tokens"])
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--model", required=True)
@@ -174,6 +174,14 @@ def run_messages(args):
     return result(text, streamed, calls, message.stop_reason, usage)
 
 
+def run_count_tokens(args):
+    client = anthropic.Anthropic(base_url=args.base_url, api_key=args.api_key, max_retries=0, timeout=TIMEOUT)
+    count = client.messages.count_tokens(
+        model=args.model, messages=[{"role": "user", "content": PROMPT}], tools=MESSAGES_TOOLS
+    )
+    return result(usage={"input_tokens": count.input_tokens, "output_tokens": 0})
+
+
 def describe(exc):
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
@@ -185,7 +193,12 @@ def describe(exc):
 
 
 def run_one(args):
-    run = {"chat": run_chat, "responses": run_responses, "messages": run_messages}[args.api]
+    run = {
+        "chat": run_chat,
+        "responses": run_responses,
+        "messages": run_messages,
+        "count_tokens": run_count_tokens,
+    }[args.api]
     try:
         return run(args)
     except Exception as exc:  # noqa: BLE001 - every SDK failure is reported, not raised

@@ -43,6 +43,9 @@ pub enum Api {
     Chat,
     Responses,
     Messages,
+    /// Anthropic `messages/count_tokens`: the prompt goes to the provider (so it is decided
+    /// and redacted like a request), nothing is generated (so no response is decided).
+    CountTokens,
 }
 
 impl Api {
@@ -52,6 +55,9 @@ impl Api {
             (ProviderKind::Openai, "/chat/completions" | "/v1/chat/completions") => Some(Api::Chat),
             (ProviderKind::Openai, "/responses" | "/v1/responses") => Some(Api::Responses),
             (ProviderKind::Anthropic, "/v1/messages" | "/messages") => Some(Api::Messages),
+            (ProviderKind::Anthropic, "/v1/messages/count_tokens" | "/messages/count_tokens") => {
+                Some(Api::CountTokens)
+            }
             _ => None,
         }
     }
@@ -59,7 +65,7 @@ impl Api {
     fn provider(self) -> &'static str {
         match self {
             Api::Chat | Api::Responses => "openai",
-            Api::Messages => "anthropic",
+            Api::Messages | Api::CountTokens => "anthropic",
         }
     }
 }
@@ -402,6 +408,9 @@ impl Llm {
             Some(Value::Bool(b)) => *b,
             Some(_) => return bad("stream: must be a boolean".into()),
         };
+        if streaming && api == Api::CountTokens {
+            return bad("stream: a token count does not stream".into());
+        }
         let tools = match offered_tools(api, &body) {
             Ok(t) => t,
             Err(e) => return bad(e),
@@ -525,7 +534,7 @@ impl Llm {
                 Api::Responses => {
                     stream::RelayBody::new(responses::Stream::default(), ex, up, limits).boxed()
                 }
-                Api::Messages => {
+                Api::Messages | Api::CountTokens => {
                     stream::RelayBody::new(messages::Stream::default(), ex, up, limits).boxed()
                 }
             };
@@ -600,10 +609,14 @@ impl Llm {
         api: Api,
         body: Value,
     ) -> Result<Option<Value>, Concluded> {
+        // A token count: nothing was generated, nothing to decide.
+        if api == Api::CountTokens {
+            return Ok(None);
+        }
         let usage = match api {
             Api::Chat => chat::usage(&body),
             Api::Responses => responses::usage(&body),
-            Api::Messages => messages::usage(&body),
+            Api::Messages | Api::CountTokens => messages::usage(&body),
         };
         let mut a = ex.action(Kind::ModelResponse);
         a.model = Some(ex.model_facet(usage, Some(body)));
@@ -665,7 +678,7 @@ impl Llm {
         match api {
             Api::Chat => chat::rewrite(&mut body, &verdicts),
             Api::Responses => responses::rewrite(&mut body, &unflat(verdicts)),
-            Api::Messages => messages::rewrite(&mut body, &unflat(verdicts)),
+            Api::Messages | Api::CountTokens => messages::rewrite(&mut body, &unflat(verdicts)),
         }
         Ok(Some(body))
     }
@@ -680,7 +693,7 @@ impl Llm {
         let calls = match api {
             Api::Chat => chat::calls(body),
             Api::Responses => flat(responses::calls(body)),
-            Api::Messages => flat(messages::calls(body)),
+            Api::Messages | Api::CountTokens => flat(messages::calls(body)),
         };
         calls
             .into_iter()
@@ -755,7 +768,7 @@ fn offered_tools(api: Api, body: &serde_json::Map<String, Value>) -> Result<Vec<
                     .pointer("/function/name")
                     .or_else(|| t.pointer("/custom/name")),
                 Api::Responses => t.get("name").or_else(|| t.get("server_label")),
-                Api::Messages => t.get("name"),
+                Api::Messages | Api::CountTokens => t.get("name"),
             };
             match (name, t.get("type")) {
                 (Some(Value::String(n)), _) => Ok(n.clone()),
