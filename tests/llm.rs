@@ -808,6 +808,55 @@ fn a_token_count_is_decided_as_a_request_and_not_charged() {
     );
 }
 
+#[test]
+fn a_shell_call_the_agent_would_run_is_decided_as_the_exec_it_is() {
+    let gw = Gateway::start("");
+    let body = json!({"model": "responses_shell", "input": "clean up", "tools": [{"type": "local_shell"}]});
+    let (status, out) = curl(
+        &gw,
+        "/llm/openai/responses",
+        &format!("Bearer {AGENT_KEY}"),
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let types: Vec<&str> = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["message", "function_call", "message"],
+        "the shell call is replaced: {v}"
+    );
+    assert!(
+        v["output"][2]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("exec.destructive"),
+        "{v}"
+    );
+    let shell = gw
+        .decisions("tool_call")
+        .into_iter()
+        .find(|r| r["action"]["tool"]["name"] == "local_shell")
+        .unwrap();
+    assert_eq!(
+        shell["action"]["exec"]["argv"],
+        json!(["rm", "-rf", "/"]),
+        "{shell}"
+    );
+    assert_eq!(shell["decision"]["outcome"], "deny");
+    let offered = gw.decisions("model_request").pop().unwrap();
+    assert_eq!(
+        offered["action"]["model"]["tools"],
+        json!(["local_shell"]),
+        "a built-in tool is named by its type"
+    );
+}
+
 /// (status, body) of a POST with curl.
 fn curl(gw: &Gateway, path: &str, auth: &str, body: &str) -> (u16, String) {
     let out = Command::new("curl")
