@@ -557,6 +557,21 @@ fn unknown_credentials_routes_and_upstream_errors_are_refused_in_the_providers_s
         "{}",
     );
     assert_eq!(out.0, 404, "{out:?}");
+    // A web page cannot use the endpoint: not cross-site, not through a rebinding name.
+    let (status, body) = curl_with(
+        &gw,
+        "/llm/openai/chat/completions",
+        &["Origin: http://evil.example"],
+        "{}",
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = curl_with(
+        &gw,
+        "/llm/openai/chat/completions",
+        &["Host: evil.example"],
+        "{}",
+    );
+    assert_eq!(status, 403, "{body}");
     // Ambiguous JSON is refused, not guessed at.
     let out = curl(
         &gw,
@@ -859,16 +874,17 @@ fn a_shell_call_the_agent_would_run_is_decided_as_the_exec_it_is() {
 
 /// (status, body) of a POST with curl.
 fn curl(gw: &Gateway, path: &str, auth: &str, body: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "30",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            &format!("Authorization: {auth}"),
-        ])
+    curl_with(gw, path, &[&format!("Authorization: {auth}")], body)
+}
+
+/// (status, body) of a POST with curl and these headers.
+fn curl_with(gw: &Gateway, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
         .args([
             "-H",
             "Content-Type: application/json",

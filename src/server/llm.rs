@@ -36,6 +36,10 @@ pub async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
+    // A web page must not reach the model endpoint through a rebinding name or cross-site.
+    if let Err(e) = super::mcp::check_origin(app, &req) {
+        return fail(e.status, "permission_error", e.code, &e.message);
+    }
     let caller = match caller(app, &req, conn, kind) {
         Ok(c) => c,
         Err(e) => return fail(e.status, "authentication_error", e.code, &e.message),

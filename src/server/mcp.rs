@@ -252,7 +252,8 @@ fn json_line(status: StatusCode, mut line: Vec<u8>) -> Response<Body> {
     r
 }
 
-fn check_origin(app: &App, req: &Request<Incoming>) -> Result<(), HttpError> {
+/// DNS rebinding and cross-site requests (also for `/llm/…`): see the module doc.
+pub(super) fn check_origin(app: &App, req: &Request<Incoming>) -> Result<(), HttpError> {
     let forbidden = |m: String| HttpError::new(StatusCode::FORBIDDEN, "forbidden_origin", m);
     let loopback = app.config.server.listen.ip().is_loopback();
     let host = req
