@@ -536,42 +536,19 @@ fn unknown_credentials_routes_and_upstream_errors_are_refused_in_the_providers_s
         assert_eq!(v["error"]["class"], "AuthenticationError", "{v}");
     }
     // Endpoints that could run a model without these checks are not proxied.
-    let out = curl(
-        &gw,
+    for path in [
         "/llm/openai/batches",
-        &format!("Bearer {AGENT_KEY}"),
-        "{}",
-    );
-    assert_eq!(out.0, 404, "{out:?}");
-    let out = curl(
-        &gw,
         "/llm/openai/v1/messages",
-        &format!("Bearer {AGENT_KEY}"),
-        "{}",
-    );
-    assert_eq!(out.0, 404, "{out:?}");
-    let out = curl(
-        &gw,
         "/llm/nowhere/chat/completions",
-        &format!("Bearer {AGENT_KEY}"),
-        "{}",
-    );
-    assert_eq!(out.0, 404, "{out:?}");
+    ] {
+        let out = curl(&gw, path, &format!("Bearer {AGENT_KEY}"), "{}");
+        assert_eq!(out.0, 404, "{path}: {out:?}");
+    }
     // A web page cannot use the endpoint: not cross-site, not through a rebinding name.
-    let (status, body) = curl_with(
-        &gw,
-        "/llm/openai/chat/completions",
-        &["Origin: http://evil.example"],
-        "{}",
-    );
-    assert_eq!(status, 403, "{body}");
-    let (status, body) = curl_with(
-        &gw,
-        "/llm/openai/chat/completions",
-        &["Host: evil.example"],
-        "{}",
-    );
-    assert_eq!(status, 403, "{body}");
+    for header in ["Origin: http://evil.example", "Host: evil.example"] {
+        let (status, body) = curl_with(&gw, "/llm/openai/chat/completions", &[header], "{}");
+        assert_eq!(status, 403, "{header}: {body}");
+    }
     // Ambiguous JSON is refused, not guessed at.
     let out = curl(
         &gw,
@@ -691,9 +668,8 @@ fn an_ask_holds_the_response_until_a_human_answers() {
     assert_eq!(v["stop"], "tool_use", "the allowed call remains: {v}");
 }
 
-#[test]
-fn an_https_provider_is_verified_against_the_configured_ca() {
-    let dir = tempfile::tempdir().unwrap();
+/// A mock provider over TLS, with certificates `portcullis certs init` made in `dir/certs`.
+fn tls_mock(dir: &tempfile::TempDir) -> (std::path::PathBuf, Mock) {
     let certs = dir.path().join("certs");
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["certs", "init", "--dir"])
@@ -702,6 +678,13 @@ fn an_https_provider_is_verified_against_the_configured_ca() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let mock = llm_mock::start_tls(&certs.join("server.crt"), &certs.join("server.key"));
+    (certs, mock)
+}
+
+#[test]
+fn an_https_provider_is_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, mock) = tls_mock(&dir);
     let ca = format!("ca_file = \"{}\"", certs.join("ca.crt").display());
     let gw = Gateway::start_with("", mock, dir, "https", &ca);
     let v = gw.sdk_runs(&[
@@ -720,14 +703,7 @@ fn an_https_provider_is_verified_against_the_configured_ca() {
 
     // Without the CA (the system bundle does not know it) the provider is not trusted.
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["certs", "init", "--dir"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let mock = llm_mock::start_tls(&certs.join("server.crt"), &certs.join("server.key"));
+    let (_, mock) = tls_mock(&dir);
     let gw = Gateway::start_with("", mock, dir, "https", "");
     let v = gw.sdk("chat", "chat_text", false, AGENT_KEY);
     assert_eq!(v["error"]["status"], 502, "{v}");
