@@ -189,6 +189,15 @@ pub struct HttpFacet {
     /// Derived: the host was written as an IP literal (in any spelling).
     #[serde(default)]
     pub ip_literal: bool,
+    /// Set by the egress front end only: the addresses it resolved the host to, and the only
+    /// ones it will connect to. Never read from or written to JSON, so a caller of
+    /// `/v1/decide` cannot claim where a name points.
+    #[serde(skip)]
+    pub resolved: Option<Vec<std::net::IpAddr>>,
+    /// Set by the egress front end only: a request body it will forward, scanned for secrets
+    /// (findings at `http.body`) and never recorded.
+    #[serde(skip)]
+    pub body: Option<bytes::Bytes>,
 }
 
 /// Address classes, most sensitive first (the order `ip_class` picks by).

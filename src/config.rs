@@ -17,8 +17,10 @@ use crate::audit::Durability;
 use crate::gate::limits::{self, BudgetRule, LimitRule};
 use crate::normalize::path as npath;
 
+mod egress;
 mod llm;
 mod mcp;
+pub use egress::EgressConfig;
 pub use llm::{KeySource, LlmConfig, LlmUpstream, ProviderKind};
 pub use mcp::{ArgMapping, Facet, McpConfig, McpServer, preset, preset_for_server_info};
 
@@ -65,6 +67,7 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub mcp: McpConfig,
     pub llm: LlmConfig,
+    pub egress: EgressConfig,
 }
 
 /// Which policy set decides, and how long it may take.
@@ -205,6 +208,8 @@ struct RawConfig {
     mcp: mcp::RawMcp,
     #[serde(default)]
     llm: llm::RawLlm,
+    #[serde(default)]
+    egress: egress::RawEgress,
 }
 
 #[derive(Deserialize, Default)]
@@ -438,10 +443,12 @@ impl Config {
         };
         let mcp = mcp::mcp_config(raw.mcp, resolve).map_err(|(f, m)| invalid(&f, m))?;
         let llm = llm::llm_config(raw.llm, resolve).map_err(|(f, m)| invalid(&f, m))?;
+        let egress = egress::egress_config(raw.egress).map_err(|(f, m)| invalid(&f, m))?;
         Ok(Config {
             source,
             mcp,
             llm,
+            egress,
             server,
             tls,
             identity,

@@ -120,7 +120,15 @@ fn normalize_http(http: &mut HttpFacet) -> Result<(), NormalizeError> {
     http.port = target.port;
     http.path = target.path;
     http.ip_literal = target.ip.is_some();
-    set_resolved(http, target.ip.as_slice());
+    // A literal is its own answer; a name has what the egress proxy resolved, if anything.
+    match (target.ip, http.resolved.take()) {
+        (Some(ip), _) => set_resolved(http, &[ip]),
+        (None, Some(ips)) => {
+            set_resolved(http, &ips);
+            http.resolved = Some(ips);
+        }
+        (None, None) => set_resolved(http, &[]),
+    }
     Ok(())
 }
 
@@ -169,6 +177,10 @@ fn scan(action: &Action) -> Vec<Finding> {
     }
     if let Some(http) = &action.http {
         scan_str(&http.url, "http.url", &mut out);
+        if let Some(body) = &http.body {
+            // Invalid UTF-8 becomes U+FFFD: a secret is ASCII, so it is still seen whole.
+            scan_str(&String::from_utf8_lossy(body), "http.body", &mut out);
+        }
     }
     out
 }

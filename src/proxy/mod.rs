@@ -2,6 +2,7 @@
 //! action and enforces the verdict in the protocol's own terms. They never import each other;
 //! what two of them share (tool facets, redaction) lives beside them here.
 
+pub mod egress;
 pub mod facets;
 pub mod llm;
 pub mod mcp;

@@ -16,7 +16,6 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::http::Body;
 use crate::config::ServerConfig;
 use crate::gate::identity::CertIdentity;
 use crate::metrics::Metrics;
@@ -31,7 +30,7 @@ pub struct Conn {
 
 /// Accept until `shutdown` turns true, then drain open connections for up to `grace` and
 /// close the rest.
-pub async fn run<H, F>(
+pub async fn run<H, F, B>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -41,7 +40,9 @@ pub async fn run<H, F>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
@@ -132,7 +133,7 @@ pub async fn run<H, F>(
     }
 }
 
-async fn serve<I, H, F>(
+async fn serve<I, H, F, B>(
     http: &hyper::server::conn::http1::Builder,
     io: I,
     conn: Arc<Conn>,
@@ -143,7 +144,9 @@ async fn serve<I, H, F>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, Arc<Conn>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let metrics = metrics.clone();
     let svc = service_fn(move |req| {
@@ -158,7 +161,8 @@ async fn serve<I, H, F>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    let connection = http.serve_connection(io, svc);
+    // Upgrades are only ever taken by the egress listener's CONNECT.
+    let connection = http.serve_connection(io, svc).with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         r = connection.as_mut() => {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod egress;
 pub mod gateway;
 pub mod http;
 pub mod listener;
@@ -77,6 +78,8 @@ pub struct App {
     pub mcp: crate::proxy::mcp::http::Sessions,
     /// The model upstreams of `/llm/{upstream}/…`.
     pub llm: crate::proxy::llm::Llm,
+    /// The forward proxy, when `[egress] listen` is set.
+    pub egress: Option<Arc<crate::proxy::egress::Egress>>,
     pub identities: Identities,
     pub metrics: Arc<Metrics>,
     pub approval_timeout: Duration,
@@ -90,6 +93,7 @@ pub struct App {
 pub struct Running {
     pub gateway: SocketAddr,
     pub admin: SocketAddr,
+    pub egress: Option<SocketAddr>,
     pub app: Arc<App>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -141,6 +145,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let gw = bind("gateway", config.server.listen).await?;
     let adm = bind("admin", config.server.admin_listen).await?;
+    let egress_listener = match config.egress.listen {
+        Some(addr) => Some(bind("egress", addr).await?),
+        None => None,
+    };
     // Admin keys in clear text across a network would hand out approvals.
     if !config.server.admin_listen.ip().is_loopback() && config.tls.is_none() {
         return Err(ServeError::Config(format!(
@@ -153,8 +161,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let gate = Arc::new(gate);
     let llm = crate::proxy::llm::Llm::new(gate.clone(), config.llm.clone())
         .map_err(ServeError::Config)?;
+    let mut own = vec![gw.local_addr()?, adm.local_addr()?];
+    if let Some(l) = &egress_listener {
+        own.push(l.local_addr()?);
+    }
+    let egress = egress_listener.as_ref().map(|_| {
+        Arc::new(crate::proxy::egress::Egress::new(
+            gate.clone(),
+            config.egress.clone(),
+            &own,
+        ))
+    });
     let app = Arc::new(App {
         llm,
+        egress,
         approval_timeout: config.approvals.timeout,
         identities: Identities::new(&config.identity),
         mcp: crate::proxy::mcp::http::Sessions::new(
@@ -200,6 +220,23 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         move |req, conn| admin::handle(a.clone(), req, conn),
         stopped.clone(),
     )));
+    let egress_addr = match egress_listener {
+        Some(l) => {
+            let addr = l.local_addr()?;
+            let a = app.clone();
+            tasks.push(tokio::spawn(listener::run(
+                "egress",
+                l,
+                None,
+                app.config.server.clone(),
+                app.metrics.clone(),
+                move |req, conn| egress::handle(a.clone(), req, conn),
+                stopped.clone(),
+            )));
+            Some(addr)
+        }
+        None => None,
+    };
     tasks.push(tokio::spawn(expire_approvals(app.clone(), stopped.clone())));
     if let (Some(dir), Some(every)) = (app.config.policy.dir.clone(), app.config.server.reload_poll)
     {
@@ -217,6 +254,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     Ok(Running {
         gateway,
         admin: admin_addr,
+        egress: egress_addr,
         app,
         stop,
         tasks,
@@ -234,6 +272,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Scripts and tests read the bound addresses from these two lines.
     println!("gateway listening on {scheme}://{}", running.gateway);
     println!("admin listening on {scheme}://{}", running.admin);
+    if let Some(e) = running.egress {
+        println!("egress listening on http://{e}");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
