@@ -20,9 +20,13 @@ use crate::normalize::path as npath;
 mod egress;
 mod llm;
 mod mcp;
+mod run;
 pub use egress::EgressConfig;
 pub use llm::{KeySource, LlmConfig, LlmUpstream, ProviderKind};
 pub use mcp::{ArgMapping, Facet, McpConfig, McpServer, preset, preset_for_server_info};
+pub use run::{
+    LandlockMode, NetworkMode, RunConfig, RunProfile, SYSTEM_EXEC, SYSTEM_READ, SYSTEM_WRITE,
+};
 
 /// The file looked for in the working directory when no `--config` is given.
 pub const DEFAULT_FILE: &str = "portcullis.toml";
@@ -68,6 +72,7 @@ pub struct Config {
     pub mcp: McpConfig,
     pub llm: LlmConfig,
     pub egress: EgressConfig,
+    pub run: RunConfig,
 }
 
 /// Which policy set decides, and how long it may take.
@@ -210,6 +215,8 @@ struct RawConfig {
     llm: llm::RawLlm,
     #[serde(default)]
     egress: egress::RawEgress,
+    #[serde(default)]
+    run: run::RawRun,
 }
 
 #[derive(Deserialize, Default)]
@@ -444,11 +451,13 @@ impl Config {
         let mcp = mcp::mcp_config(raw.mcp, resolve).map_err(|(f, m)| invalid(&f, m))?;
         let llm = llm::llm_config(raw.llm, resolve).map_err(|(f, m)| invalid(&f, m))?;
         let egress = egress::egress_config(raw.egress).map_err(|(f, m)| invalid(&f, m))?;
+        let run = run::run_config(raw.run, resolve).map_err(|(f, m)| invalid(&f, m))?;
         Ok(Config {
             source,
             mcp,
             llm,
             egress,
+            run,
             server,
             tls,
             identity,

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -28,11 +28,43 @@ pub struct Conn {
     pub cert: Option<CertIdentity>,
 }
 
+/// A bound listening socket: TCP, or a Unix socket (the sandbox's way out of its namespace).
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+enum Accepted {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Bound {
+    async fn accept(&self) -> std::io::Result<(Accepted, SocketAddr)> {
+        match self {
+            Bound::Tcp(l) => l.accept().await.map(|(s, a)| (Accepted::Tcp(s), a)),
+            // A Unix peer has no address; the unspecified one stands in for it.
+            Bound::Unix(l) => l.accept().await.map(|(s, _)| {
+                (
+                    Accepted::Unix(s),
+                    SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+                )
+            }),
+        }
+    }
+}
+
+impl From<TcpListener> for Bound {
+    fn from(l: TcpListener) -> Bound {
+        Bound::Tcp(l)
+    }
+}
+
 /// Accept until `shutdown` turns true, then drain open connections for up to `grace` and
 /// close the rest.
 pub async fn run<H, F, B>(
     name: &'static str,
-    listener: TcpListener,
+    listener: impl Into<Bound>,
     tls: Option<TlsAcceptor>,
     limits: ServerConfig,
     metrics: Arc<Metrics>,
@@ -44,6 +76,7 @@ pub async fn run<H, F, B>(
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let listener = listener.into();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -76,7 +109,36 @@ pub async fn run<H, F, B>(
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        let stream = match stream {
+            Accepted::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                s
+            }
+            Accepted::Unix(s) => {
+                // TLS is for the network; a Unix socket is served plain.
+                let handler = handler.clone();
+                let http = http.clone();
+                let metrics = metrics.clone();
+                let mut stop = shutdown.clone();
+                conns.spawn(async move {
+                    let _permit = permit;
+                    metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+                    let conn = Arc::new(Conn { peer, cert: None });
+                    serve(
+                        &http,
+                        TokioIo::new(s),
+                        conn,
+                        handler,
+                        &metrics,
+                        name,
+                        &mut stop,
+                    )
+                    .await;
+                    metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+                });
+                continue;
+            }
+        };
         let tls = tls.clone();
         let http = http.clone();
         let handler = handler.clone();

@@ -99,8 +99,21 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Listeners on Unix sockets, besides the configured TCP ones: how `portcullis run` serves
+/// a sandbox whose network namespace has no other way out.
+#[derive(Default)]
+pub struct Extra {
+    pub gateway: Option<tokio::net::UnixListener>,
+    pub egress: Option<tokio::net::UnixListener>,
+}
+
 /// Start every listener in `config`. Returns once they are bound.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    start_with(config, Extra::default()).await
+}
+
+/// [`start`], plus the Unix-socket listeners of `extra`.
+pub async fn start_with(config: Config, extra: Extra) -> Result<Running, ServeError> {
     // The embedded pack's tests ran when this binary was built; a directory's run now.
     let policy = load_policy(&config, config.policy.dir.is_some()).map_err(ServeError::Policy)?;
     tracing::info!(policy.digest = %policy.digest(), policy.mode = ?policy.mode(), "policy loaded");
@@ -165,7 +178,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     if let Some(l) = &egress_listener {
         own.push(l.local_addr()?);
     }
-    let egress = egress_listener.as_ref().map(|_| {
+    let egress = (egress_listener.is_some() || extra.egress.is_some()).then(|| {
         Arc::new(crate::proxy::egress::Egress::new(
             gate.clone(),
             config.egress.clone(),
@@ -237,6 +250,38 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         None => None,
     };
+    let unix = [
+        ("gateway-unix", extra.gateway, false),
+        ("egress-unix", extra.egress, true),
+    ];
+    for (name, l, is_egress) in unix {
+        let Some(l) = l else { continue };
+        let a = app.clone();
+        let limits = app.config.server.clone();
+        let m = app.metrics.clone();
+        let stop = stopped.clone();
+        tasks.push(if is_egress {
+            tokio::spawn(listener::run(
+                name,
+                listener::Bound::Unix(l),
+                None,
+                limits,
+                m,
+                move |req, conn| egress::handle(a.clone(), req, conn),
+                stop,
+            ))
+        } else {
+            tokio::spawn(listener::run(
+                name,
+                listener::Bound::Unix(l),
+                None,
+                limits,
+                m,
+                move |req, conn| gateway::handle(a.clone(), req, conn),
+                stop,
+            ))
+        });
+    }
     tasks.push(tokio::spawn(expire_approvals(app.clone(), stopped.clone())));
     if let (Some(dir), Some(every)) = (app.config.policy.dir.clone(), app.config.server.reload_poll)
     {

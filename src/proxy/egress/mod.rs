@@ -228,10 +228,17 @@ impl Egress {
                 self.tunnel_io(who, target, client, parts.read_buf, upstream)
                     .await;
             }
-            Err(up) => {
-                self.tunnel_io(who, target, TokioIo::new(up), Bytes::new(), upstream)
-                    .await;
-            }
+            Err(up) => match up.downcast::<TokioIo<tokio::net::UnixStream>>() {
+                Ok(parts) => {
+                    let client = parts.io.into_inner();
+                    self.tunnel_io(who, target, client, parts.read_buf, upstream)
+                        .await;
+                }
+                Err(up) => {
+                    self.tunnel_io(who, target, TokioIo::new(up), Bytes::new(), upstream)
+                        .await;
+                }
+            },
         }
     }
 
