@@ -2,9 +2,24 @@
 # Installs what the integration tests run against, from pinned files:
 #   tests/mcp-fixtures/node_modules  the official MCP servers (npm ci, package-lock.json)
 #   target/test-venv                 the official Python MCP SDK (pip, requirements.txt)
-# Each is reinstalled only when its pin file changed.
+#   ip, curl, getent                 the egress tests' network namespaces and clients (apt)
+# Each is reinstalled only when its pin file changed, the system tools only when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v curl >/dev/null || missing+=(curl)
+command -v getent >/dev/null || missing+=(libc-bin)
+if ((${#missing[@]})); then
+  if command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  else
+    echo "test-deps: missing ${missing[*]} (the egress tests need them); no apt-get to install them" >&2
+  fi
+fi
 
 fixtures=tests/mcp-fixtures
 if ! cmp -s "$fixtures/package-lock.json" "$fixtures/node_modules/.portcullis-lock"; then

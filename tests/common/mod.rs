@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod llm_mock;
+pub mod netns;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

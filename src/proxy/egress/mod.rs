@@ -172,6 +172,23 @@ impl Egress {
                 "CONNECT needs host:port as its target",
             ));
         };
+        // Userinfo has no place in a CONNECT target, and the parser would drop it silently.
+        if auth.as_str().contains('@') {
+            let facet = HttpFacet {
+                method: "CONNECT".into(),
+                host: auth.as_str().to_string(),
+                ..HttpFacet::default()
+            };
+            return Err(self
+                .refuse(
+                    &who,
+                    facet,
+                    StatusCode::BAD_REQUEST,
+                    rule::INVALID_TARGET,
+                    "a CONNECT target is host:port, without user information".into(),
+                )
+                .await);
+        }
         let raw_host = auth.host().trim_start_matches('[').trim_end_matches(']');
         let Some(port) = auth.port_u16() else {
             return Err(Refusal::new(
@@ -475,6 +492,25 @@ impl Egress {
                 ),
             ));
         }
+        if let Some(auth) = req.uri().authority().filter(|a| a.as_str().contains('@')) {
+            // The user information may be a password: it is neither recorded nor forwarded.
+            let facet = HttpFacet {
+                method: req.method().as_str().to_string(),
+                host: auth.host().to_string(),
+                port: auth.port_u16().unwrap_or(80),
+                ..HttpFacet::default()
+            };
+            return Err(self
+                .refuse(
+                    &who,
+                    facet,
+                    StatusCode::BAD_REQUEST,
+                    rule::INVALID_TARGET,
+                    "a proxied URL must not carry user information; send credentials in headers"
+                        .into(),
+                )
+                .await);
+        }
         let url = req.uri().to_string();
         let mut facet = HttpFacet {
             url: url.clone(),
@@ -595,9 +631,14 @@ impl Egress {
             None => match self.resolve(&target.host, target.port).await {
                 Ok(ips) => ips,
                 Err(m) => {
-                    return Err(self
-                        .refuse(who, facet, StatusCode::BAD_GATEWAY, rule::RESOLVE_FAILED, m)
-                        .await);
+                    // Decided on the name alone, so a denied name says why it is denied; an
+                    // allowed one still goes nowhere.
+                    self.decide(who, facet, target, Vec::new()).await?;
+                    return Err(Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        rule::RESOLVE_FAILED,
+                        m,
+                    ));
                 }
             },
         };
