@@ -198,6 +198,10 @@ pub struct HttpFacet {
     /// (findings at `http.body`) and never recorded.
     #[serde(skip)]
     pub body: Option<bytes::Bytes>,
+    /// Set by the egress front end only: the request headers it will forward (name, value),
+    /// scanned for secrets (findings at `http.headers.NAME`) and never recorded.
+    #[serde(skip)]
+    pub headers: Option<Vec<(String, String)>>,
 }
 
 /// Address classes, most sensitive first (the order `ip_class` picks by).

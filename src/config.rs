@@ -21,7 +21,7 @@ mod egress;
 mod llm;
 mod mcp;
 mod run;
-pub use egress::EgressConfig;
+pub use egress::{EgressConfig, Intercept};
 pub use llm::{KeySource, LlmConfig, LlmUpstream, ProviderKind};
 pub use mcp::{ArgMapping, Facet, McpConfig, McpServer, preset, preset_for_server_info};
 pub use run::{
@@ -450,7 +450,7 @@ impl Config {
         };
         let mcp = mcp::mcp_config(raw.mcp, resolve).map_err(|(f, m)| invalid(&f, m))?;
         let llm = llm::llm_config(raw.llm, resolve).map_err(|(f, m)| invalid(&f, m))?;
-        let egress = egress::egress_config(raw.egress).map_err(|(f, m)| invalid(&f, m))?;
+        let egress = egress::egress_config(raw.egress, resolve).map_err(|(f, m)| invalid(&f, m))?;
         let run = run::run_config(raw.run, resolve).map_err(|(f, m)| invalid(&f, m))?;
         Ok(Config {
             source,

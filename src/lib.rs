@@ -7,6 +7,7 @@
 pub mod action;
 pub mod audit;
 pub mod body;
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod gate;

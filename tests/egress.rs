@@ -53,6 +53,14 @@ impl Proxy {
 /// `portcullis serve` with an egress listener, inside `px`. The documentation ranges the
 /// external hosts live on are listed in allow_cidrs (they are not public addresses).
 fn proxy(net: &Net, extra: &str) -> Proxy {
+    proxy_with(
+        net,
+        &format!("[egress]\nlisten = \"127.0.0.1:0\"\nsniff_timeout_ms = 300\n{extra}"),
+    )
+}
+
+/// As [`proxy`], with the whole `[egress]` table (and anything after it) given.
+fn proxy_with(net: &Net, egress: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let digest = sha256_hex(KEY);
@@ -65,15 +73,12 @@ admin_listen = "127.0.0.1:0"
 path = "{audit}"
 [network]
 allow_cidrs = ["203.0.113.0/24", "2001:db8::/32"]
-[egress]
-listen = "127.0.0.1:0"
-sniff_timeout_ms = 300
-[egress.hosts]
-"static.test" = ["{EXT2_IP}"]
 [[agents]]
 id = "bot"
 api_key_sha256 = ["{digest}"]
-{extra}
+{egress}
+[egress.hosts]
+"static.test" = ["{EXT2_IP}"]
 "#,
         audit = audit.display()
     );
@@ -557,4 +562,111 @@ fn bad_input_gets_4xx_or_a_close_and_the_proxy_stays_healthy() {
     // Still healthy.
     let (code, body) = curl(&net, &p, &["http://ext.test/after"]);
     assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn interception_shows_requests_inside_tls_to_the_policy() {
+    let net = Net::new();
+    let certs = tempfile::tempdir().unwrap();
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["certs", "init", "--dir"])
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let ca = certs.path().join("ca.crt");
+    let extra = format!(
+        "[egress]\nlisten = \"127.0.0.1:0\"\nsniff_timeout_ms = 300\nintercept = [\"*.ext.test\"]\nca_cert = \"{}\"\nca_key = \"{}\"\nupstream_ca_file = \"{}\"\n",
+        ca.display(),
+        certs.path().join("ca.key").display(),
+        net.ca_pem_path().display()
+    );
+    let p = proxy_with(&net, &extra);
+    // The client trusts only portcullis's CA for the intercepted name.
+    let (code, body) = curl(
+        &net,
+        &p,
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "X-Api-Key: AKIAIOSFODNN7EXAMPLE",
+            "--data",
+            "key=AKIAI44QH8DHBEXAMPLE",
+            "https://www.ext.test/inside?q=1",
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["server"], format!("{EXT_IP}:443"));
+    assert_eq!(seen["sni"], "www.ext.test");
+    assert_eq!(seen["path"], "/inside?q=1");
+    let recs = p.records();
+    let inner = recs.last().unwrap();
+    assert_eq!(inner["action"]["http"]["scheme"], "https");
+    assert_eq!(inner["action"]["http"]["method"], "POST");
+    assert_eq!(inner["action"]["http"]["path"], "/inside?q=1");
+    let wheres: Vec<&str> = inner["action"]["content"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["where"].as_str())
+        .collect();
+    assert!(wheres.contains(&"http.body"), "{wheres:?}");
+    assert!(wheres.contains(&"http.headers.x-api-key"), "{wheres:?}");
+    let audit = std::fs::read_to_string(&p.audit).unwrap();
+    assert!(!audit.contains("AKIAIOSFODNN7EXAMPLE") && !audit.contains("AKIAI44QH8DHBEXAMPLE"));
+    assert_eq!(recs[recs.len() - 2]["action"]["http"]["method"], "CONNECT");
+    // Inside the TLS, a Host for another server is denied like in plain HTTP.
+    let (code, _) = curl(
+        &net,
+        &p,
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "Host: ext.test",
+            "https://www.ext.test/",
+        ],
+    );
+    assert_eq!(code, 403);
+    assert_eq!(rule(&p.last()), "egress.host_mismatch");
+    // A host that is not listed is passed through: its own certificate, not portcullis's.
+    let fixture_ca = net.ca_pem_path();
+    let (code, _) = curl(
+        &net,
+        &p,
+        &[
+            "--cacert",
+            fixture_ca.to_str().unwrap(),
+            "https://ext.test/",
+        ],
+    );
+    assert_eq!(code, 200);
+    let (code, _) = curl(
+        &net,
+        &p,
+        &["--cacert", ca.to_str().unwrap(), "https://ext.test/"],
+    );
+    assert_ne!(code, 200);
+
+    // An upstream whose certificate does not verify is refused, never opened up.
+    let untrusting = format!(
+        "[egress]\nlisten = \"127.0.0.1:0\"\nintercept = [\"www.ext.test\"]\nca_cert = \"{}\"\nca_key = \"{}\"\nupstream_ca_file = \"{}\"\n",
+        ca.display(),
+        certs.path().join("ca.key").display(),
+        ca.display()
+    );
+    let p = proxy_with(&net, &untrusting);
+    let (code, _) = curl(
+        &net,
+        &p,
+        &["--cacert", ca.to_str().unwrap(), "https://www.ext.test/"],
+    );
+    assert_ne!(code, 200);
+    assert_eq!(rule(&p.last()), "egress.upstream_certificate");
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -27,6 +28,20 @@ pub struct EgressConfig {
     pub max_body_bytes: usize,
     /// Names answered from here instead of the system resolver: canonical host → addresses.
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// TLS interception, when any host pattern is listed.
+    pub intercept: Option<Intercept>,
+}
+
+/// Which CONNECT targets are opened up, and with which certificates.
+#[derive(Debug, Clone)]
+pub struct Intercept {
+    /// Exact names, or `*.example.com` for every name below example.com.
+    pub hosts: Vec<String>,
+    /// The local CA (`portcullis certs init`) that signs the certificates shown to clients.
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    /// Trust roots for the upstream servers; the system bundle when absent.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -40,10 +55,18 @@ pub(super) struct RawEgress {
     max_body_bytes: Option<usize>,
     #[serde(default)]
     hosts: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    intercept: Vec<String>,
+    ca_cert: Option<PathBuf>,
+    ca_key: Option<PathBuf>,
+    upstream_ca_file: Option<PathBuf>,
 }
 
 /// Validate `[egress]`; errors are (field path, message).
-pub(super) fn egress_config(raw: RawEgress) -> Result<EgressConfig, (String, String)> {
+pub(super) fn egress_config(
+    raw: RawEgress,
+    resolve: impl Fn(&Path) -> PathBuf,
+) -> Result<EgressConfig, (String, String)> {
     let ms = |v: Option<u64>, default: u64, f: &str| match v.unwrap_or(default) {
         n if (1..=3_600_000).contains(&n) => Ok(Duration::from_millis(n)),
         _ => Err((format!("egress.{f}"), "must be in 1..=3600000".to_string())),
@@ -88,7 +111,47 @@ pub(super) fn egress_config(raw: RawEgress) -> Result<EgressConfig, (String, Str
             return Err((at, format!("{} is listed twice", target.host)));
         }
     }
+    let mut patterns = Vec::new();
+    for (i, h) in raw.intercept.iter().enumerate() {
+        let at = format!("egress.intercept[{i}]");
+        let (wild, name) = match h.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, h.as_str()),
+        };
+        let t = net::parse_authority(name, 443).map_err(|e| (at.clone(), e.to_string()))?;
+        if t.ip.is_some() || !t.host.contains('.') && wild {
+            return Err((at, "must be a name or *.domain".into()));
+        }
+        patterns.push(if wild {
+            format!("*.{}", t.host)
+        } else {
+            t.host
+        });
+    }
+    let intercept = if patterns.is_empty() {
+        for (f, set) in [
+            ("ca_cert", raw.ca_cert.is_some()),
+            ("ca_key", raw.ca_key.is_some()),
+            ("upstream_ca_file", raw.upstream_ca_file.is_some()),
+        ] {
+            if set {
+                return Err((
+                    format!("egress.{f}"),
+                    "is for egress.intercept, which is empty".into(),
+                ));
+            }
+        }
+        None
+    } else {
+        Some(Intercept {
+            hosts: patterns,
+            ca_cert: resolve(raw.ca_cert.as_deref().unwrap_or(Path::new("certs/ca.crt"))),
+            ca_key: resolve(raw.ca_key.as_deref().unwrap_or(Path::new("certs/ca.key"))),
+            upstream_ca_file: raw.upstream_ca_file.as_deref().map(&resolve),
+        })
+    };
     Ok(EgressConfig {
+        intercept,
         listen,
         connect_timeout: ms(raw.connect_timeout_ms, 10_000, "connect_timeout_ms")?,
         resolve_timeout: ms(raw.resolve_timeout_ms, 5_000, "resolve_timeout_ms")?,

@@ -181,6 +181,9 @@ fn scan(action: &Action) -> Vec<Finding> {
             // Invalid UTF-8 becomes U+FFFD: a secret is ASCII, so it is still seen whole.
             scan_str(&String::from_utf8_lossy(body), "http.body", &mut out);
         }
+        for (name, value) in http.headers.iter().flatten() {
+            scan_str(value, &format!("http.headers.{name}"), &mut out);
+        }
     }
     out
 }

@@ -17,22 +17,15 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::ca::{ca_params, leaf_params, valid_for};
 use rcgen::string::Ia5String;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, DnsName};
-use time::{Duration, OffsetDateTime};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+use rustls::pki_types::DnsName;
 
 /// The server certificate's names when none are given.
 pub const DEFAULT_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-const CA_COMMON_NAME: &str = "portcullis local CA";
 const CA_DAYS: i64 = 3652;
-/// The most that Apple platforms accept for a TLS server certificate.
-const LEAF_DAYS: i64 = 825;
 const GITIGNORE_LINE: &str = "*.key";
 
 /// What `certs init` should produce.
@@ -246,38 +239,6 @@ fn client_params(name: &str) -> Result<CertificateParams, CertError> {
     Ok(p)
 }
 
-fn leaf_params(common_name: &str, usage: ExtendedKeyUsagePurpose) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, common_name);
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![usage];
-    // OpenSSL (curl) uses it to pick the issuer when building the chain.
-    p.use_authority_key_identifier_extension = true;
-    valid_for(&mut p, LEAF_DAYS);
-    p
-}
-
-/// The CA's parameters, minus validity: everything an `Issuer` takes from them. Must stay the
-/// same across releases, or CAs made by older ones can no longer be reused.
-fn ca_params() -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
-    // Path length 0: it signs leaves, never another CA.
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p
-}
-
-fn valid_for(p: &mut CertificateParams, days: i64) {
-    let now = OffsetDateTime::now_utc();
-    // A little slack for clocks on other machines that run slightly behind.
-    p.not_before = now - Duration::hours(1);
-    p.not_after = now + Duration::days(days);
-}
-
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
 }
@@ -299,34 +260,9 @@ fn new_ca(crt: &Path, key: &Path, report: &mut InitReport) -> Result<Ca, CertErr
 
 fn load_ca(crt: &Path, key: &Path) -> Result<Ca, CertError> {
     check_key_mode(key)?;
-    let bad = |path: &Path, reason: String| CertError::BadCa {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let key_pem = fs::read_to_string(key).map_err(io_err("read", key))?;
-    let key_pair =
-        KeyPair::from_pem(&key_pem).map_err(|e| bad(key, format!("is not a usable key: {e}")))?;
-    let crt_pem = fs::read(crt).map_err(io_err("read", crt))?;
-    let existing = CertificateDer::from_pem_slice(&crt_pem)
-        .map_err(|e| bad(crt, format!("holds no PEM certificate: {e}")))?;
-    let existing = webpki::EndEntityCert::try_from(&existing)
-        .map_err(|e| bad(crt, format!("is not a valid certificate: {e}")))?;
-
-    let probe = ca_params().self_signed(&key_pair).map_err(gen_err(crt))?;
-    let probe = webpki::EndEntityCert::try_from(probe.der())
-        .map_err(|e| bad(crt, format!("cannot be reproduced: {e}")))?;
-    if existing.subject_public_key_info() != probe.subject_public_key_info() {
-        return Err(bad(key, format!("is not the key of {}", crt.display())));
-    }
-    if existing.subject() != probe.subject() {
-        let reason = format!(
-            "was not made by `portcullis certs init` (its subject is not CN={CA_COMMON_NAME})"
-        );
-        return Err(bad(crt, reason));
-    }
-    Ok(Ca {
-        issuer: Issuer::new(ca_params(), key_pair),
-    })
+    let issuer = crate::ca::load_issuer(crt, key)
+        .map_err(|(path, reason)| CertError::BadCa { path, reason })?;
+    Ok(Ca { issuer })
 }
 
 /// Writes `stem.crt` and `stem.key` signed by `ca`, unless both exist and `regenerate` is false.
@@ -463,9 +399,12 @@ fn gen_err(path: &Path) -> impl FnOnce(rcgen::Error) -> CertError {
 mod tests {
     use std::sync::Arc;
 
+    use rcgen::{DistinguishedName, DnType};
     use rustls::RootCertStore;
     use rustls::client::WebPkiServerVerifier;
     use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{ServerName, UnixTime};
     use rustls::server::WebPkiClientVerifier;
 

@@ -178,13 +178,13 @@ pub async fn start_with(config: Config, extra: Extra) -> Result<Running, ServeEr
     if let Some(l) = &egress_listener {
         own.push(l.local_addr()?);
     }
-    let egress = (egress_listener.is_some() || extra.egress.is_some()).then(|| {
-        Arc::new(crate::proxy::egress::Egress::new(
-            gate.clone(),
-            config.egress.clone(),
-            &own,
-        ))
-    });
+    let egress = match egress_listener.is_some() || extra.egress.is_some() {
+        true => Some(Arc::new(
+            crate::proxy::egress::Egress::new(gate.clone(), config.egress.clone(), &own)
+                .map_err(ServeError::Config)?,
+        )),
+        false => None,
+    };
     let app = Arc::new(App {
         llm,
         egress,

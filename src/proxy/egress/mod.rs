@@ -15,6 +15,7 @@
 //!
 //! Every refusal, the front end's own included, is a decided action with its one audit record.
 
+pub mod intercept;
 pub mod sniff;
 
 use std::net::{IpAddr, SocketAddr};
@@ -54,6 +55,7 @@ pub mod rule {
     pub const USE_CONNECT: &str = "egress.use_connect";
     pub const BODY_TOO_LARGE: &str = "egress.body_too_large";
     pub const UPGRADE: &str = "egress.upgrade";
+    pub const UPSTREAM_CERTIFICATE: &str = "egress.upstream_certificate";
 }
 
 /// Who is asking: the agent from the proxy credentials, and its session.
@@ -125,6 +127,8 @@ pub struct Egress {
     /// Ports this process listens on: a request to one of them on a local address would
     /// loop back into portcullis.
     own_ports: Vec<u16>,
+    /// TLS interception, when `[egress] intercept` names hosts.
+    interceptor: Option<intercept::Interceptor>,
 }
 
 /// Where a request may go, once decided: the target and the addresses that were checked.
@@ -133,15 +137,21 @@ struct Checked {
 }
 
 impl Egress {
-    pub fn new(gate: Arc<Gate>, cfg: EgressConfig, own: &[SocketAddr]) -> Egress {
+    pub fn new(gate: Arc<Gate>, cfg: EgressConfig, own: &[SocketAddr]) -> Result<Egress, String> {
         let mut own_ports: Vec<u16> = own.iter().map(SocketAddr::port).collect();
         own_ports.sort_unstable();
         own_ports.dedup();
-        Egress {
+        let interceptor = cfg
+            .intercept
+            .as_ref()
+            .map(intercept::Interceptor::new)
+            .transpose()?;
+        Ok(Egress {
             gate,
             cfg,
             own_ports,
-        }
+            interceptor,
+        })
     }
 
     /// One proxy request: CONNECT, or an absolute-form request.
@@ -316,6 +326,19 @@ impl Egress {
                         .await;
                     return;
                 }
+                let intercepted = target.ip.is_none()
+                    && self
+                        .interceptor
+                        .as_ref()
+                        .is_some_and(|i| i.matches(&target.host));
+                if intercepted {
+                    let prefixed = Prefixed {
+                        head: buf.freeze(),
+                        io: client,
+                    };
+                    self.intercept(who, target, prefixed, upstream).await;
+                    return;
+                }
                 if upstream.write_all(&buf).await.is_err() {
                     return;
                 }
@@ -332,7 +355,11 @@ impl Egress {
                     head: buf.freeze(),
                     io: client,
                 });
-                self.serve_tunnel_http(who, target, io, upstream).await;
+                let Ok(peer) = upstream.peer_addr() else {
+                    return;
+                };
+                self.serve_tunnel_http(who, target, io, upstream, peer.ip(), "http")
+                    .await;
             }
             Sniff::Other(why) => {
                 let _ = self
@@ -352,21 +379,82 @@ impl Egress {
         }
     }
 
+    /// An intercepted tunnel: TLS to the upstream (verified), TLS to the client with a minted
+    /// certificate for the target, then HTTP request by request as for plain HTTP.
+    async fn intercept<C>(
+        self: Arc<Self>,
+        who: Client,
+        target: Target,
+        client: Prefixed<C>,
+        upstream: TcpStream,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let facet = HttpFacet {
+            method: "CONNECT".into(),
+            host: target.host.clone(),
+            port: target.port,
+            ..HttpFacet::default()
+        };
+        let Some(i) = self.interceptor.as_ref() else {
+            return;
+        };
+        let (Ok(server), Ok(name), Ok(peer)) = (
+            i.server_config(&target.host),
+            intercept::Interceptor::server_name(&target.host),
+            upstream.peer_addr(),
+        ) else {
+            tracing::warn!(host = %target.host, "cannot intercept: no certificate or server name");
+            return;
+        };
+        let upstream = match i.connector().connect(name, upstream).await {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = self
+                    .refuse(
+                        &who,
+                        facet,
+                        StatusCode::BAD_GATEWAY,
+                        rule::UPSTREAM_CERTIFICATE,
+                        format!("TLS to {}:{} failed: {e}", target.host, target.port),
+                    )
+                    .await;
+                return;
+            }
+        };
+        let client = match tokio_rustls::TlsAcceptor::from(server).accept(client).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(host = %target.host, error = %e, "the client refused the interception certificate");
+                return;
+            }
+        };
+        self.serve_tunnel_http(
+            who,
+            target,
+            TokioIo::new(client),
+            upstream,
+            peer.ip(),
+            "https",
+        )
+        .await;
+    }
+
     /// Plain HTTP inside a tunnel: each request is decided with its method and path, its
     /// `Host` must be the CONNECT target, and it goes over the one connection already made to
     /// the checked address.
-    async fn serve_tunnel_http<I>(
+    async fn serve_tunnel_http<I, U>(
         self: Arc<Self>,
         who: Client,
         target: Target,
         io: TokioIo<I>,
-        upstream: TcpStream,
+        upstream: U,
+        ip: IpAddr,
+        scheme: &'static str,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Ok(peer) = upstream.peer_addr() else {
-            return;
-        };
         let Ok((send, conn)) =
             hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(upstream)).await
         else {
@@ -384,7 +472,7 @@ impl Egress {
             let send = send.clone();
             async move {
                 let r = egress
-                    .tunnel_request(&who, &target, peer.ip(), req, &send)
+                    .tunnel_request(&who, &target, scheme, ip, req, &send)
                     .await;
                 Ok::<_, std::convert::Infallible>(r.unwrap_or_else(|e| e.response()))
             }
@@ -398,6 +486,7 @@ impl Egress {
         &self,
         who: &Client,
         target: &Target,
+        scheme: &str,
         ip: IpAddr,
         req: Request<Incoming>,
         send: &tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
@@ -407,7 +496,11 @@ impl Egress {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
-        let shown = format!("http://{}{path}", authority(&target.host, target.port, 80));
+        let default = if scheme == "https" { 443 } else { 80 };
+        let shown = format!(
+            "{scheme}://{}{path}",
+            authority(&target.host, target.port, default)
+        );
         let mut facet = HttpFacet {
             url: shown.clone(),
             method: req.method().as_str().to_string(),
@@ -441,12 +534,13 @@ impl Egress {
                     .await);
             }
         };
-        if let Err(m) = host_matches(req.headers(), target, 80) {
+        if let Err(m) = host_matches(req.headers(), target, default) {
             return Err(self
                 .refuse(who, facet, StatusCode::FORBIDDEN, rule::HOST_MISMATCH, m)
                 .await);
         }
         let (parts, body) = req.into_parts();
+        facet.headers = Some(visible_headers(&parts.headers));
         let body = match self.read_body(body).await {
             Ok(b) => b,
             Err(m) => {
@@ -464,7 +558,7 @@ impl Egress {
         facet.body = Some(body.clone());
         // The connection is already made: the address it goes to is the one decided.
         self.decide(who, facet, &url_target, vec![ip]).await?;
-        let out = outbound(&parts.method, &url_target, &parts.headers, body)?;
+        let out = outbound(&parts.method, &url_target, &parts.headers, body, default)?;
         let mut send = send.lock().await;
         send.ready().await.map_err(|e| upstream_failed(&e))?;
         let resp = send
@@ -564,6 +658,7 @@ impl Egress {
                 .await);
         }
         let (parts, body) = req.into_parts();
+        facet.headers = Some(visible_headers(&parts.headers));
         let body = match self.read_body(body).await {
             Ok(b) => b,
             Err(m) => {
@@ -596,7 +691,7 @@ impl Egress {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let out = outbound(&parts.method, &target, &parts.headers, body)?;
+        let out = outbound(&parts.method, &target, &parts.headers, body, 80)?;
         let resp = send
             .send_request(out)
             .await
@@ -937,12 +1032,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The headers that will go upstream, for the secret scan.
+fn visible_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut h = headers.clone();
+    strip_hop_by_hop(&mut h);
+    h.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The request as it goes upstream: the decided path, the target's `Host`, the held body.
 fn outbound(
     method: &Method,
     target: &Target,
     headers: &HeaderMap,
     body: Bytes,
+    default_port: u16,
 ) -> Result<Request<Full<Bytes>>, Refusal> {
     let path = if target.path.is_empty() {
         "/"
@@ -961,13 +1071,15 @@ fn outbound(
     *out.uri_mut() = uri;
     let mut h = headers.clone();
     strip_hop_by_hop(&mut h);
-    let host = HeaderValue::from_str(&authority(&target.host, target.port, 80)).map_err(|_| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the host cannot be sent",
-        )
-    })?;
+    let host = HeaderValue::from_str(&authority(&target.host, target.port, default_port)).map_err(
+        |_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the host cannot be sent",
+            )
+        },
+    )?;
     h.insert(header::HOST, host);
     *out.headers_mut() = h;
     Ok(out)

@@ -2,7 +2,7 @@
 //! bundle or the system's), idle connections kept for the next request, and a deadline on every
 //! step a provider could stall (connect, the response head, each silence in the body).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,15 +12,12 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::config::{LlmConfig, LlmUpstream};
 use crate::sync::lock;
 
-/// The system CA bundle (Debian's), used for `https` upstreams without `ca_file`.
-const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Idle connections kept per upstream.
 const POOL: usize = 64;
 
@@ -80,28 +77,14 @@ impl Client {
             format!("{host}:{port}")
         };
         let tls = if url.scheme() == "https" {
-            let ca = up.ca_file.clone().unwrap_or_else(|| SYSTEM_CA.into());
-            let pem = std::fs::read(&ca).map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("CA bundle {}: {e}", ca.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("CA bundle {} holds no certificate", ca.display()));
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let ca = up
+                .ca_file
+                .clone()
+                .unwrap_or_else(|| crate::ca::SYSTEM_CA.into());
+            let config = crate::ca::client_config(crate::ca::roots(&ca)?)?;
             let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
                 .map_err(|e| format!("{host}: {e}"))?;
-            Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+            Some((tokio_rustls::TlsConnector::from(config), name))
         } else {
             None
         };
