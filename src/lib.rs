@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod normalize;
 pub mod policy;
 pub mod proxy;
+pub mod sandbox;
 pub mod server;
 mod sync;

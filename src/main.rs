@@ -5,5 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "__sandbox-init")
+    {
+        std::process::exit(portcullis::sandbox::init_main());
+    }
     portcullis::cli::run(portcullis::cli::Cli::parse())
 }

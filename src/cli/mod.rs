@@ -9,6 +9,7 @@ mod certs;
 mod config;
 mod mcp;
 mod policy;
+mod run;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ pub enum Command {
     /// Wrap a stdio MCP server: relay JSON-RPC between the agent's client and the server,
     /// deciding every tool call, result, listing and server request.
     Mcp(mcp::McpArgs),
+    /// Run a program (an agent) in a sandbox whose only ways out are the egress proxy and the
+    /// model gateway, with Landlock file-system roots from a profile.
+    Run(run::RunArgs),
     /// List, approve and deny parked actions (talks to the admin API).
     Approvals(approvals::ApprovalsArgs),
     /// Create development certificates.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Mcp(args) => mcp::run(args),
+        Command::Run(args) => run::run(args),
         Command::Approvals(args) => approvals::run(args),
         Command::Certs(cmd) => certs::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),

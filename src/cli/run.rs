@@ -1,0 +1,368 @@
+//! `portcullis run [--config F] [--profile P] -- CMD ARGS…`: the gateway in this process, the
+//! program in a sandbox whose only ways out are the egress proxy and the model gateway.
+//!
+//! The run gets its own agent key (never written anywhere) and one session id, so everything
+//! the process tree does is one session: a file read through a tool and a later request to the
+//! network meet in the same flow rules.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+
+use super::{Failure, load_config};
+use crate::config::{
+    AgentConfig, Config, ConfigSource, LandlockMode, NetworkMode, RunProfile, SYSTEM_EXEC,
+    SYSTEM_READ, SYSTEM_WRITE,
+};
+use crate::sandbox::{self, Enforcement, FsRules, Network, Spec};
+
+/// Where the proxy and the gateway are, inside the sandbox's network namespace.
+const PROXY_PORT: u16 = 3128;
+const GATEWAY_PORT: u16 = 8080;
+/// What portcullis passes through from its own environment, besides a profile's `env`.
+const PASS_ENV: &[&str] = &["PATH", "HOME", "LANG", "TERM", "TZ", "USER", "LOGNAME"];
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The profile (`[run.profiles.NAME]`); `default` is built in.
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// The program and its arguments.
+    #[arg(required = true, last = true)]
+    command: Vec<OsString>,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let mut config = load_config(args.config.as_deref())?;
+    let profile = config
+        .run
+        .profile(&args.profile, &config.workspace.roots)
+        .ok_or_else(|| anyhow!("no profile {:?} in [run.profiles]", args.profile))?;
+    let id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+    if config.source == ConfigSource::BuiltIn {
+        // The default log and pins sit in the working directory, which the program may write.
+        // One log per run, so runs side by side each have their single writer.
+        let state = state_dir()?;
+        config.audit.path = state.join(format!("run-{id}.jsonl"));
+        config.mcp.pins = state.join("pins.json");
+        tracing::info!(audit = %config.audit.path.display(), "audit log of this run");
+    }
+    let key = random_key()?;
+    let dir = std::env::temp_dir().join(format!("portcullis-run-{id}"));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let _cleanup = RemoveOnDrop(dir.clone());
+    restrict_dir(&dir)?;
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp)?;
+    let network = network(&profile)?;
+    let mut fs = fs_rules(&profile, &tmp);
+    // Intercepted names show the local CA's certificates: cooperative clients get a bundle
+    // of the system's roots and that CA.
+    let bundle =
+        match &config.egress.intercept {
+            Some(i) => {
+                let mut pem = std::fs::read(crate::ca::SYSTEM_CA).unwrap_or_default();
+                pem.extend(std::fs::read(&i.ca_cert).with_context(|| {
+                    format!("reading the interception CA {}", i.ca_cert.display())
+                })?);
+                let path = dir.join("ca-bundle.pem");
+                std::fs::write(&path, pem)?;
+                fs.read.push(path.clone());
+                Some(path)
+            }
+            None => None,
+        };
+    check_protected(&config, &fs.write)?;
+    config.identity.agents.push(AgentConfig {
+        id: profile.agent.clone(),
+        labels: BTreeMap::from([
+            ("run".to_string(), id.clone()),
+            ("profile".to_string(), profile.name.clone()),
+        ]),
+        api_key_sha256: vec![crate::gate::identity::key_digest(&key)],
+        client_cert: None,
+    });
+    // This run's listeners must not collide with a `serve` on the same host.
+    config.server.listen = ([127, 0, 0, 1], 0).into();
+    config.server.admin_listen = ([127, 0, 0, 1], 0).into();
+    let fallback = matches!(network, Network::PortsOnly { .. });
+    config.egress.listen = fallback.then(|| ([127, 0, 0, 1], 0).into());
+    // The session every credential of this run lands in: the key's default session (what the
+    // gateway gives the SDKs), named again as the proxy user so egress joins it.
+    let session = format!("key-{}", &crate::gate::identity::key_digest(&key)[..12]);
+    let mut env = environment(&profile, &config, &id, &session, &key, &tmp);
+    if let Some(b) = &bundle {
+        for k in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "NODE_EXTRA_CA_CERTS",
+        ] {
+            set_var(&mut env, k, b.display().to_string());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("portcullis")
+        .build()?;
+    let code = runtime.block_on(async {
+        let egress_sock = dir.join("egress.sock");
+        let gateway_sock = dir.join("gateway.sock");
+        let extra = crate::server::Extra {
+            egress: Some(tokio::net::UnixListener::bind(&egress_sock)?),
+            gateway: Some(tokio::net::UnixListener::bind(&gateway_sock)?),
+        };
+        let running = crate::server::start_with(config, extra).await?;
+        let (network, env) = match network {
+            Network::Isolated { .. } => (
+                Network::Isolated {
+                    relays: vec![(PROXY_PORT, egress_sock), (GATEWAY_PORT, gateway_sock)],
+                },
+                env,
+            ),
+            Network::PortsOnly { .. } => {
+                let proxy = running.egress.map_or(0, |a| a.port());
+                let gateway = running.gateway.port();
+                let env = env
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = v
+                            .to_string_lossy()
+                            .replace(&format!(":{PROXY_PORT}"), &format!(":{proxy}"))
+                            .replace(&format!(":{GATEWAY_PORT}"), &format!(":{gateway}"));
+                        (k, OsString::from(v))
+                    })
+                    .collect();
+                (
+                    Network::PortsOnly {
+                        ports: vec![proxy, gateway],
+                    },
+                    env,
+                )
+            }
+        };
+        let spec = Spec {
+            init_exe: std::env::current_exe().context("finding the portcullis binary")?,
+            argv: args.command,
+            env,
+            cwd: std::env::current_dir()?,
+            fs,
+            landlock: match profile.landlock {
+                LandlockMode::Required => Enforcement::Required,
+                LandlockMode::BestEffort => Enforcement::BestEffort,
+            },
+            network,
+        };
+        // What a best-effort profile cannot have enforced here, said before anything runs.
+        for gap in sandbox::preflight(&spec)? {
+            eprintln!("portcullis run: WARNING: not enforced: {gap}");
+        }
+        let ran = tokio::task::spawn_blocking(move || sandbox::run(&spec)).await;
+        // Whatever happened, the records so far are flushed.
+        running.shutdown().await?;
+        let code = ran.map_err(|e| anyhow!("the sandbox task failed: {e}"))??;
+        Ok::<i32, anyhow::Error>(code)
+    })?;
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// Isolated when the kernel allows it; the port-rule fallback only when the profile says so,
+/// and never quietly.
+fn network(profile: &RunProfile) -> anyhow::Result<Network> {
+    let probe = sandbox::probe();
+    let root = is_root();
+    let namespaces = probe.net_namespaces && (root || probe.user_namespaces);
+    if namespaces {
+        return Ok(Network::Isolated { relays: Vec::new() });
+    }
+    match profile.network {
+        NetworkMode::Isolated => bail!(
+            "cannot create a network namespace here ({}), so the program could reach the network around the proxy; \
+             refusing to start (profile {:?} has network = \"isolated\"; \"isolated_or_ports\" allows the weaker fallback)",
+            if root {
+                "network namespaces unavailable"
+            } else {
+                "unprivileged user namespaces are disabled"
+            },
+            profile.name
+        ),
+        NetworkMode::IsolatedOrPorts => {
+            eprintln!(
+                "portcullis run: WARNING: no network namespace available; falling back to Landlock TCP rules \
+                 (connect only to the proxy and gateway ports). UDP and DNS are NOT contained in this mode."
+            );
+            Ok(Network::PortsOnly { ports: Vec::new() })
+        }
+    }
+}
+
+fn fs_rules(profile: &RunProfile, tmp: &Path) -> FsRules {
+    let sys = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+    let mut read = sys(SYSTEM_READ);
+    read.extend(profile.read.iter().cloned());
+    let mut exec = sys(SYSTEM_EXEC);
+    exec.extend(profile.exec.iter().cloned());
+    let mut write = sys(SYSTEM_WRITE);
+    write.extend(profile.write.iter().cloned());
+    write.push(tmp.to_path_buf());
+    FsRules { read, write, exec }
+}
+
+/// The audit log, the configuration and the policies must stay out of the program's reach.
+fn check_protected(config: &Config, write: &[PathBuf]) -> anyhow::Result<()> {
+    let mut protected = vec![("audit.path", config.audit.path.clone())];
+    if let ConfigSource::File(p) = &config.source {
+        protected.push(("the configuration file", p.clone()));
+    }
+    if let Some(d) = &config.policy.dir {
+        protected.push(("policy.dir", d.clone()));
+    }
+    protected.push(("mcp.pins", config.mcp.pins.clone()));
+    for (what, p) in protected {
+        let p = canonical_or_lexical(&p);
+        for w in write {
+            let w = canonical_or_lexical(w);
+            if p.starts_with(&w) {
+                bail!(
+                    "{what} ({}) is inside the writable root {}: the sandboxed program could rewrite it; move it out or narrow the profile",
+                    p.display(),
+                    w.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn canonical_or_lexical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| {
+        // A file that does not exist yet: its directory decides.
+        match (
+            p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
+            p.file_name(),
+        ) {
+            (Some(d), Some(f)) => d.join(f),
+            _ => crate::normalize::path::lexical(p),
+        }
+    })
+}
+
+/// The program's whole environment: a few harmless variables, the profile's, and where the
+/// proxy and the gateway are. Provider keys are not among them: they stay in portcullis.
+fn environment(
+    profile: &RunProfile,
+    config: &Config,
+    id: &str,
+    session: &str,
+    key: &str,
+    tmp: &Path,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            PASS_ENV.contains(&k.as_ref())
+                || k.starts_with("LC_")
+                || profile.env.iter().any(|p| *p == k)
+        })
+        .collect();
+    let proxy = format!("http://{session}:{key}@127.0.0.1:{PROXY_PORT}");
+    let gateway = format!("http://127.0.0.1:{GATEWAY_PORT}");
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        set_var(&mut env, k, proxy.clone());
+    }
+    // The gateway is reached directly; through the proxy it would be a loopback address.
+    set_var(&mut env, "NO_PROXY", "127.0.0.1,localhost".into());
+    set_var(&mut env, "no_proxy", "127.0.0.1,localhost".into());
+    set_var(&mut env, "TMPDIR", tmp.display().to_string());
+    set_var(&mut env, "PORTCULLIS_RUN", id.to_string());
+    set_var(&mut env, "PORTCULLIS_KEY", key.to_string());
+    set_var(&mut env, "PORTCULLIS_SESSION", session.to_string());
+    for u in &config.llm.upstreams {
+        let (var, base) = match u.kind {
+            crate::config::ProviderKind::Openai => {
+                ("OPENAI_BASE_URL", format!("{gateway}/llm/{}", u.name))
+            }
+            crate::config::ProviderKind::Anthropic => {
+                ("ANTHROPIC_BASE_URL", format!("{gateway}/llm/{}", u.name))
+            }
+        };
+        // The first upstream of each kind is the SDK default.
+        if !env.iter().any(|(k, _)| k == var) {
+            set_var(&mut env, var, base);
+            let key_var = match u.kind {
+                crate::config::ProviderKind::Openai => "OPENAI_API_KEY",
+                crate::config::ProviderKind::Anthropic => "ANTHROPIC_API_KEY",
+            };
+            set_var(&mut env, key_var, key.to_string());
+        }
+    }
+    env
+}
+
+fn set_var(env: &mut Vec<(OsString, OsString)>, k: &str, v: String) {
+    env.retain(|(e, _)| e != k);
+    env.push((k.into(), v.into()));
+}
+
+/// 32 random bytes from the kernel, as hex.
+fn random_key() -> anyhow::Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for the run's key")?;
+    Ok(format!("pc-run-{}", hex::encode(b)))
+}
+
+fn state_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| {
+            anyhow!("neither XDG_STATE_HOME nor HOME is set: give --config with an audit.path")
+        })?;
+    let dir = base.join("portcullis");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn restrict_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+fn is_root() -> bool {
+    // /proc/self/status: "Uid:\treal\teffective\t…"
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
