@@ -421,6 +421,7 @@ fn the_example_config_of_the_readme_is_valid() {
         text.contains("agents: 1, admins: 1, limits: 1, budgets: 1"),
         "{text}"
     );
+    assert!(text.contains("egress: http://127.0.0.1:3128"), "{text}");
 }
 
 #[test]

@@ -56,6 +56,20 @@ pub fn run(cmd: ConfigCommand) -> Result<ExitCode, Failure> {
                 config.limits.len(),
                 config.budgets.len()
             );
+            match config.egress.listen {
+                Some(a) => println!(
+                    "egress: http://{a}{}",
+                    match &config.egress.intercept {
+                        Some(i) => format!(", intercepting {}", i.hosts.join(", ")),
+                        None => String::new(),
+                    }
+                ),
+                None => println!("egress: off"),
+            }
+            if !config.run.profiles.is_empty() {
+                let names: Vec<&str> = config.run.profiles.keys().map(String::as_str).collect();
+                println!("run profiles: {}", names.join(", "));
+            }
             println!("mcp pins: {}", config.mcp.pins.display());
             for s in &config.mcp.servers {
                 let how = match &s.url {

@@ -161,3 +161,58 @@ pub(super) fn egress_config(
         hosts,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/srv/p/portcullis.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn resolver_overrides_are_normalized_and_checked() {
+        let c = parse("[egress]\nlisten = \"127.0.0.1:3128\"\n[egress.hosts]\n\"API.Example.COM.\" = [\"203.0.113.7\", \"2001:db8::7\"]\n").unwrap();
+        assert_eq!(c.egress.hosts["api.example.com"].len(), 2);
+        for (bad, field) in [
+            (
+                "[egress.hosts]\n\"10.0.0.1\" = [\"203.0.113.7\"]\n",
+                "egress.hosts.10.0.0.1",
+            ),
+            ("[egress.hosts]\n\"a.test\" = []\n", "egress.hosts.a.test"),
+            (
+                "[egress.hosts]\n\"a.test\" = [\"nope\"]\n",
+                "egress.hosts.a.test",
+            ),
+            (
+                "[egress.hosts]\n\"a.test\" = [\"1.2.3.4\"]\n\"A.test\" = [\"1.2.3.4\"]\n",
+                "egress.hosts.a.test",
+            ),
+            ("[egress]\nlisten = \"localhost\"\n", "egress.listen"),
+            (
+                "[egress]\nconnect_timeout_ms = 0\n",
+                "egress.connect_timeout_ms",
+            ),
+            ("[egress]\nca_cert = \"x\"\n", "egress.ca_cert"),
+            ("[egress]\nintercept = [\"*.com\"]\n", "egress.intercept[0]"),
+            (
+                "[egress]\nintercept = [\"10.0.0.1\"]\n",
+                "egress.intercept[0]",
+            ),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn interception_defaults_to_the_certs_directory_beside_the_config() {
+        let c = parse("[egress]\nintercept = [\"*.Example.org\", \"api.example.com\"]\n").unwrap();
+        let i = c.egress.intercept.unwrap();
+        assert_eq!(i.hosts, ["*.example.org", "api.example.com"]);
+        assert_eq!(i.ca_cert, Path::new("/srv/p/certs/ca.crt"));
+        assert_eq!(i.ca_key, Path::new("/srv/p/certs/ca.key"));
+        assert!(i.upstream_ca_file.is_none());
+    }
+}

@@ -170,3 +170,45 @@ pub(super) fn run_config(
     }
     Ok(RunConfig { profiles })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::{Path, PathBuf};
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/srv/p/portcullis.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn profiles_resolve_paths_and_check_names() {
+        let c = parse("[run.profiles.build]\nread = [\"src\"]\nwrite = [\"out\"]\nlandlock = \"best_effort\"\nnetwork = \"isolated_or_ports\"\nenv = [\"CARGO_HOME\"]\n").unwrap();
+        let p = c.run.profile("build", &[]).unwrap();
+        assert_eq!(p.read, [PathBuf::from("/srv/p/src")]);
+        assert_eq!(p.write, [PathBuf::from("/srv/p/out")]);
+        assert_eq!(p.landlock, super::LandlockMode::BestEffort);
+        assert_eq!(p.agent, "run");
+        // The built-in default: the workspace, strict.
+        let d = c.run.profile("default", &[PathBuf::from("/w")]).unwrap();
+        assert_eq!(d.write, [PathBuf::from("/w")]);
+        assert_eq!(d.landlock, super::LandlockMode::Required);
+        assert_eq!(d.network, super::NetworkMode::Isolated);
+        assert!(c.run.profile("other", &[]).is_none());
+        for (bad, field) in [
+            ("[run.profiles.\"a b\"]\n", "run.profiles.a b"),
+            (
+                "[run.profiles.x]\nenv = [\"1X\"]\n",
+                "run.profiles.x.env[0]",
+            ),
+            ("[run.profiles.x]\nagent = \"\"\n", "run.profiles.x.agent"),
+            (
+                "[run.profiles.x]\nlandlock = \"maybe\"\n",
+                "run.profiles.x.landlock",
+            ),
+            ("[run.profiles.x]\nnope = 1\n", "run.profiles.x.nope"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+    }
+}
