@@ -44,6 +44,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every egress response body.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
+/// Each direction of a passed-through tunnel copies through a buffer this large: fewer
+/// system calls per byte on bulk transfers.
+const TUNNEL_BUFFER: usize = 256 << 10;
+
 /// Rule ids of the refusals this front end makes on its own authority.
 pub mod rule {
     pub const INVALID_TARGET: &str = "egress.invalid_target";
@@ -345,8 +349,8 @@ impl Egress {
                 let _ = tokio::io::copy_bidirectional_with_sizes(
                     &mut client,
                     &mut upstream,
-                    64 << 10,
-                    64 << 10,
+                    TUNNEL_BUFFER,
+                    TUNNEL_BUFFER,
                 )
                 .await;
             }
