@@ -348,6 +348,20 @@ fn host_mismatch_self_connection_and_redirects_are_decided() {
     );
     assert_ne!(code, 200);
     assert_eq!(rule(&p.last()), "egress.sni_mismatch");
+    // A CONNECT to an address with a hello for a name: the name was never decided.
+    let (code, _) = curl(
+        &net,
+        &p,
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--connect-to",
+            &format!("www.ext.test:443:{EXT_IP}:443"),
+            "https://www.ext.test/",
+        ],
+    );
+    assert_ne!(code, 200);
+    assert_eq!(rule(&p.last()), "egress.sni_mismatch");
     // The proxy itself, by every local name.
     let port = p.addr.rsplit(':').next().unwrap();
     for url in [
@@ -531,6 +545,19 @@ fn bad_input_gets_4xx_or_a_close_and_the_proxy_stays_healthy() {
         !std::fs::read_to_string(&p.audit)
             .unwrap()
             .contains("hunter2pass")
+    );
+    // …and in a CONNECT target.
+    let out = raw(
+        &net,
+        &p,
+        format!("CONNECT user:hunter3pass@ext.test:443 HTTP/1.1\r\nHost: ext.test:443\r\nProxy-Authorization: Bearer {KEY}\r\nConnection: close\r\n\r\n").as_bytes(),
+        false,
+    );
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(
+        !std::fs::read_to_string(&p.audit)
+            .unwrap()
+            .contains("hunter3pass")
     );
     // Huge headers.
     let big = format!(

@@ -190,7 +190,9 @@ impl Egress {
         if auth.as_str().contains('@') {
             let facet = HttpFacet {
                 method: "CONNECT".into(),
-                host: auth.as_str().to_string(),
+                // Only the host: the user information may be a password.
+                host: auth.host().to_string(),
+                port: auth.port_u16().unwrap_or(0),
                 ..HttpFacet::default()
             };
             return Err(self
@@ -312,10 +314,9 @@ impl Egress {
         };
         match verdict {
             Sniff::Tls { sni } => {
-                // A name was decided; a hello for another name is a different destination.
-                if target.ip.is_none()
-                    && let Some(sni) = sni.filter(|s| *s != target.host)
-                {
+                // What was decided is the target: a hello for another name is another
+                // destination (for an address target, any name: the name was never decided).
+                if let Some(sni) = sni.filter(|s| *s != target.host) {
                     let _ = self
                         .refuse(
                             &who,
@@ -517,10 +518,8 @@ impl Egress {
                     facet,
                     StatusCode::BAD_REQUEST,
                     rule::INVALID_TARGET,
-                    format!(
-                        "inside a tunnel a request names only its path, not {}",
-                        req.uri()
-                    ),
+                    // Not the URI itself: it may carry a password.
+                    "inside a tunnel a request names only its path (origin form)".into(),
                 )
                 .await);
         }
@@ -541,6 +540,18 @@ impl Egress {
         if let Err(m) = host_matches(req.headers(), target, default) {
             return Err(self
                 .refuse(who, facet, StatusCode::FORBIDDEN, rule::HOST_MISMATCH, m)
+                .await);
+        }
+        if req.headers().contains_key(header::UPGRADE) {
+            // Not carried (yet): refused rather than stripped, so the client knows.
+            return Err(self
+                .refuse(
+                    who,
+                    facet,
+                    StatusCode::BAD_REQUEST,
+                    rule::UPGRADE,
+                    "protocol upgrades inside a decided tunnel are not carried".into(),
+                )
                 .await);
         }
         let (parts, body) = req.into_parts();
@@ -935,7 +946,8 @@ fn is_local(ip: IpAddr) -> bool {
             s.local_addr()
         })
         .map(|local| local.ip() == ip)
-        .unwrap_or(false)
+        // Unknown is treated as local: refusing a request beats looping into the proxy.
+        .unwrap_or(true)
 }
 
 fn action(http: HttpFacet) -> Action {
