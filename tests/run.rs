@@ -277,4 +277,28 @@ fn exit_codes_pass_through_and_bad_input_is_refused() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // Key material the program could read and send away: refused too.
+    let cfg = run.dir.path().join("state/keys.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[audit]\npath = \"{state}/a.jsonl\"\n[workspace]\nroots = [\"{ws}\"]\n[egress]\nintercept = [\"x.test\"]\nca_cert = \"{state}/ca.crt\"\nca_key = \"{ws}/ca.key\"\n",
+            ws = run.ws().display(),
+            state = run.dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let o = net
+        .px(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("egress.ca_key") && err.contains("inside the readable root"),
+        "{err}"
+    );
 }

@@ -24,6 +24,17 @@ use crate::sandbox::{self, Enforcement, FsRules, Network, Spec};
 /// Where the proxy and the gateway are, inside the sandbox's network namespace.
 const PROXY_PORT: u16 = 3128;
 const GATEWAY_PORT: u16 = 8080;
+/// The variables that name the proxy or the gateway (rewritten to TCP ports in the fallback).
+const OURS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+];
 /// What portcullis passes through from its own environment, besides a profile's `env`.
 const PASS_ENV: &[&str] = &["PATH", "HOME", "LANG", "TERM", "TZ", "USER", "LOGNAME"];
 
@@ -63,6 +74,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     std::fs::create_dir(&tmp)?;
     let network = network(&profile)?;
     let mut fs = fs_rules(&profile, &tmp);
+    check_protected(&config, &fs)?;
     // Intercepted names show the local CA's certificates: cooperative clients get a bundle
     // of the system's roots and that CA.
     let bundle =
@@ -79,7 +91,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             }
             None => None,
         };
-    check_protected(&config, &fs.write)?;
     config.identity.agents.push(AgentConfig {
         id: profile.agent.clone(),
         labels: BTreeMap::from([
@@ -133,6 +144,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
                 let env = env
                     .into_iter()
                     .map(|(k, v)| {
+                        if !OURS.iter().any(|o| k == *o) {
+                            return (k, v);
+                        }
                         let v = v
                             .to_string_lossy()
                             .replace(&format!(":{PROXY_PORT}"), &format!(":{proxy}"))
@@ -217,28 +231,60 @@ fn fs_rules(profile: &RunProfile, tmp: &Path) -> FsRules {
     FsRules { read, write, exec }
 }
 
-/// The audit log, the configuration and the policies must stay out of the program's reach.
-fn check_protected(config: &Config, write: &[PathBuf]) -> anyhow::Result<()> {
-    let mut protected = vec![("audit.path", config.audit.path.clone())];
+/// The audit log, the configuration and the policies must stay out of the program's reach for
+/// writing, and key material (provider keys, the interception CA's key, the TLS key) for reading.
+fn check_protected(config: &Config, fs: &FsRules) -> anyhow::Result<()> {
+    let mut no_write = vec![("audit.path", config.audit.path.clone())];
     if let ConfigSource::File(p) = &config.source {
-        protected.push(("the configuration file", p.clone()));
+        no_write.push(("the configuration file", p.clone()));
     }
     if let Some(d) = &config.policy.dir {
-        protected.push(("policy.dir", d.clone()));
+        no_write.push(("policy.dir", d.clone()));
     }
-    protected.push(("mcp.pins", config.mcp.pins.clone()));
-    for (what, p) in protected {
-        let p = canonical_or_lexical(&p);
-        for w in write {
-            let w = canonical_or_lexical(w);
-            if p.starts_with(&w) {
+    no_write.push(("mcp.pins", config.mcp.pins.clone()));
+    let mut no_read = Vec::new();
+    if let Some(t) = &config.tls {
+        no_read.push(("tls.key", t.key.clone()));
+    }
+    if let Some(i) = &config.egress.intercept {
+        no_read.push(("egress.ca_key", i.ca_key.clone()));
+    }
+    for u in &config.llm.upstreams {
+        if let crate::config::KeySource::File(f) = &u.api_key {
+            no_read.push(("an llm.upstreams api_key_file", f.clone()));
+        }
+    }
+    let inside = |what: &str, p: &Path, roots: &[PathBuf], how: &str| -> anyhow::Result<()> {
+        let p = canonical_or_lexical(p);
+        for r in roots {
+            let r = canonical_or_lexical(r);
+            if p.starts_with(&r) {
                 bail!(
-                    "{what} ({}) is inside the writable root {}: the sandboxed program could rewrite it; move it out or narrow the profile",
+                    "{what} ({}) is inside the {how} root {}: the sandboxed program could {}; move it out or narrow the profile",
                     p.display(),
-                    w.display()
+                    r.display(),
+                    if how == "writable" {
+                        "rewrite it"
+                    } else {
+                        "read it"
+                    }
                 );
             }
         }
+        Ok(())
+    };
+    for (what, p) in &no_write {
+        inside(what, p, &fs.write, "writable")?;
+    }
+    let readable: Vec<PathBuf> = fs
+        .read
+        .iter()
+        .chain(&fs.exec)
+        .chain(&fs.write)
+        .cloned()
+        .collect();
+    for (what, p) in &no_read {
+        inside(what, p, &readable, "readable")?;
     }
     Ok(())
 }
