@@ -697,3 +697,54 @@ fn interception_shows_requests_inside_tls_to_the_policy() {
     assert_ne!(code, 200);
     assert_eq!(rule(&p.last()), "egress.upstream_certificate");
 }
+
+#[test]
+fn an_idle_tunnel_is_closed() {
+    let net = Net::new();
+    let p = proxy(&net, "idle_timeout_ms = 400\n");
+    // A real ClientHello (Python's ssl, no server name), through a tunnel to the echo server.
+    let script = r#"
+import socket, ssl, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)))
+s.settimeout(30)
+s.sendall(("CONNECT 203.0.113.10:22 HTTP/1.1\r\nHost: 203.0.113.10:22\r\nProxy-Authorization: Bearer %s\r\n\r\n" % sys.argv[2]).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+assert head.startswith(b"HTTP/1.1 200"), head
+out = ssl.MemoryBIO()
+tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), out)
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+s.sendall(out.read())
+got = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            print("closed", len(got))
+            break
+        got += b
+except socket.timeout:
+    print("timeout", len(got))
+"#;
+    let out = net
+        .px(common::python())
+        .args(["-c", script, &p.addr, KEY])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The banner and the echoed hello came through, then the proxy closed the silent tunnel.
+    assert!(text.starts_with("closed "), "{text}");
+    let n: usize = text.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n > "SSH-2.0-fixture\r\n".len(), "{text}");
+    assert_eq!(p.last()["decision"]["outcome"], "allow");
+}

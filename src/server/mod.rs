@@ -180,8 +180,13 @@ pub async fn start_with(config: Config, extra: Extra) -> Result<Running, ServeEr
     }
     let egress = match egress_listener.is_some() || extra.egress.is_some() {
         true => Some(Arc::new(
-            crate::proxy::egress::Egress::new(gate.clone(), config.egress.clone(), &own)
-                .map_err(ServeError::Config)?,
+            crate::proxy::egress::Egress::new(
+                gate.clone(),
+                config.egress.clone(),
+                &own,
+                config.server.max_connections,
+            )
+            .map_err(ServeError::Config)?,
         )),
         false => None,
     };

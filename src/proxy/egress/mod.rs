@@ -133,6 +133,8 @@ pub struct Egress {
     own_ports: Vec<u16>,
     /// TLS interception, when `[egress] intercept` names hosts.
     interceptor: Option<intercept::Interceptor>,
+    /// Open tunnels (`server.max_connections` of them at most).
+    tunnels: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a request may go, once decided: the target and the addresses that were checked.
@@ -141,7 +143,12 @@ struct Checked {
 }
 
 impl Egress {
-    pub fn new(gate: Arc<Gate>, cfg: EgressConfig, own: &[SocketAddr]) -> Result<Egress, String> {
+    pub fn new(
+        gate: Arc<Gate>,
+        cfg: EgressConfig,
+        own: &[SocketAddr],
+        max_tunnels: usize,
+    ) -> Result<Egress, String> {
         let mut own_ports: Vec<u16> = own.iter().map(SocketAddr::port).collect();
         own_ports.sort_unstable();
         own_ports.dedup();
@@ -155,6 +162,7 @@ impl Egress {
             cfg,
             own_ports,
             interceptor,
+            tunnels: Arc::new(tokio::sync::Semaphore::new(max_tunnels)),
         })
     }
 
@@ -234,9 +242,18 @@ impl Egress {
             }
         };
         let checked = self.check(&who, facet, &target).await?;
+        // Tunnels outlive their CONNECT request (and the listener's connection slot).
+        let Ok(permit) = self.tunnels.clone().try_acquire_owned() else {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_tunnels",
+                "every tunnel slot is in use; retry later",
+            ));
+        };
         let upstream = self.dial(&checked.ips, target.port).await?;
         let egress = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match hyper::upgrade::on(req).await {
                 Ok(up) => egress.tunnel(who, target, up, upstream).await,
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
@@ -347,13 +364,21 @@ impl Egress {
                 if upstream.write_all(&buf).await.is_err() {
                     return;
                 }
-                let _ = tokio::io::copy_bidirectional_with_sizes(
+                let activity = Activity::new();
+                let mut client = activity.watch(client);
+                let mut upstream = activity.watch(upstream);
+                let copy = tokio::io::copy_bidirectional_with_sizes(
                     &mut client,
                     &mut upstream,
                     TUNNEL_BUFFER,
                     TUNNEL_BUFFER,
-                )
-                .await;
+                );
+                tokio::select! {
+                    _ = copy => {}
+                    _ = activity.idle(self.cfg.idle_timeout) => {
+                        tracing::debug!(host = %target.host, "tunnel idle; closed");
+                    }
+                }
             }
             Sniff::Http => {
                 let io = TokioIo::new(Prefixed {
@@ -412,7 +437,16 @@ impl Egress {
             tracing::warn!(host = %target.host, "cannot intercept: no certificate or server name");
             return;
         };
-        let upstream = match i.connector().connect(name, upstream).await {
+        let handshake = tokio::time::timeout(
+            self.cfg.connect_timeout,
+            i.connector().connect(name, upstream),
+        );
+        let upstream = match handshake.await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the TLS handshake timed out",
+            ))
+        }) {
             Ok(u) => u,
             Err(e) => {
                 let _ = self
@@ -427,7 +461,16 @@ impl Egress {
                 return;
             }
         };
-        let client = match tokio_rustls::TlsAcceptor::from(server).accept(client).await {
+        let accept = tokio::time::timeout(
+            self.cfg.sniff_timeout,
+            tokio_rustls::TlsAcceptor::from(server).accept(client),
+        );
+        let client = match accept.await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the TLS handshake timed out",
+            ))
+        }) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(host = %target.host, error = %e, "the client refused the interception certificate");
@@ -483,7 +526,10 @@ impl Egress {
             }
         });
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.max_headers(100).max_buf_size(64 << 10);
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.cfg.sniff_timeout)
+            .max_headers(100)
+            .max_buf_size(64 << 10);
         let _ = http.serve_connection(io, svc).await;
     }
 
@@ -576,10 +622,7 @@ impl Egress {
         let out = outbound(&parts.method, &url_target, &parts.headers, body, default)?;
         let mut send = send.lock().await;
         send.ready().await.map_err(|e| upstream_failed(&e))?;
-        let resp = send
-            .send_request(out)
-            .await
-            .map_err(|e| upstream_failed(&e))?;
+        let resp = self.response_head(send.send_request(out)).await?;
         Ok(inbound(resp))
     }
 
@@ -707,11 +750,26 @@ impl Egress {
             let _ = conn.await;
         });
         let out = outbound(&parts.method, &target, &parts.headers, body, 80)?;
-        let resp = send
-            .send_request(out)
-            .await
-            .map_err(|e| upstream_failed(&e))?;
+        let resp = self.response_head(send.send_request(out)).await?;
         Ok(inbound(resp))
+    }
+
+    /// The upstream's response head, within the idle timeout.
+    async fn response_head(
+        &self,
+        sent: impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>,
+    ) -> Result<Response<Incoming>, Refusal> {
+        match tokio::time::timeout(self.cfg.idle_timeout, sent).await {
+            Ok(r) => r.map_err(|e| upstream_failed(&e)),
+            Err(_) => Err(Refusal::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "no response head within {} ms",
+                    self.cfg.idle_timeout.as_millis()
+                ),
+            )),
+        }
     }
 
     async fn read_body(&self, body: Incoming) -> Result<Bytes, String> {
@@ -1114,6 +1172,89 @@ fn upstream_failed(e: &hyper::Error) -> Refusal {
         "upstream_error",
         format!("the upstream connection failed: {e}"),
     )
+}
+
+/// When either direction of a tunnel last moved bytes.
+#[derive(Clone)]
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn watch<T>(&self, io: T) -> Watched<T> {
+        Watched {
+            io,
+            activity: self.clone(),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle(&self, idle: std::time::Duration) {
+        loop {
+            let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let deadline = self.start + std::time::Duration::from_millis(last) + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A stream whose reads count as activity.
+struct Watched<T> {
+    io: T,
+    activity: Activity,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// A stream with bytes already read from it put back in front.
