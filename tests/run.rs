@@ -302,3 +302,24 @@ fn exit_codes_pass_through_and_bad_input_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn nothing_the_program_leaves_behind_outlives_the_run() {
+    let net = Net::new();
+    let run = setup();
+    // A daemon in a session of its own, which would otherwise keep its write access.
+    let o = run.sh(
+        &net,
+        "setsid sh -c 'echo $$ > daemon.pid; exec sleep 300' </dev/null >/dev/null 2>&1 &
+         while [ ! -s daemon.pid ]; do :; done; echo started",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("started"));
+    let pid = std::fs::read_to_string(run.ws().join("daemon.pid")).unwrap();
+    let pid = pid.trim();
+    assert!(!pid.is_empty());
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the daemon {pid} survived the run"
+    );
+}

@@ -74,6 +74,9 @@ fn setup(mut spec_file: File) -> Result<(libc::pid_t, sys::SigSet), String> {
     let mut waited = FORWARDED.to_vec();
     waited.push(libc::SIGCHLD);
     let signals = sys::SigSet::of(&waited).map_err(|e| format!("signal set: {e}"))?;
+    // What the agent leaves behind (a daemon that called setsid) is reparented here, and killed
+    // when the agent ends: nothing of the sandbox outlives `run`.
+    sys::become_subreaper().map_err(|e| format!("becoming the child subreaper: {e}"))?;
     signals
         .block()
         .map_err(|e| format!("blocking signals: {e}"))?;
@@ -192,6 +195,7 @@ fn supervise(agent: libc::pid_t, signals: &sys::SigSet) -> i32 {
                 // The agent is a zombie, so its group id cannot have been reused yet.
                 sys::kill_group(agent, libc::SIGKILL);
                 sys::reap(agent);
+                sys::kill_descendants();
                 return code;
             }
             Err(_) => return SETUP_FAILED,

@@ -225,10 +225,11 @@ fn preflight_with(spec: &Spec, available: Option<u32>) -> Result<Vec<String>, Sa
                 .into(),
         );
     }
-    if have < ABI_SCOPE && sys::geteuid() == 0 {
+    if have < ABI_SCOPE {
         gaps.push(format!(
-            "NOT ENFORCED: Landlock ABI {have} does not scope signals: the agent (uid 0 \
-             without capabilities) can signal other uid-0 processes"
+            "NOT ENFORCED: Landlock ABI {have} does not scope signals: the agent can signal \
+             other processes of its user (outside a user namespace: its uid; inside one: the \
+             user the namespace maps to)"
         ));
     }
     if have < ABI_UNIX && sys::unix_socket_filter().is_none() {

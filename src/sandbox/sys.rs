@@ -326,6 +326,60 @@ pub(crate) fn reap(pid: libc::pid_t) {
     {}
 }
 
+/// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER).
+pub(crate) fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(|_| ())
+}
+
+/// Kills every remaining child and reaps it; as a subreaper this process inherits the orphans
+/// of those it kills, so it goes on until it has no children left.
+pub(crate) fn kill_descendants() {
+    let me = std::process::id();
+    loop {
+        let kids = children_of(me);
+        if kids.is_empty() {
+            return;
+        }
+        for &k in &kids {
+            // SAFETY: kill takes integers only; k is our own child.
+            unsafe { libc::kill(k, libc::SIGKILL) };
+        }
+        for &k in &kids {
+            reap(k);
+        }
+    }
+}
+
+/// The processes whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<libc::pid_t> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Reaps every other terminated child without blocking.
 pub(crate) fn reap_others(except: libc::pid_t) {
     loop {
