@@ -16,6 +16,7 @@
 //! Every refusal, the front end's own included, is a decided action with its one audit record.
 
 pub mod intercept;
+mod io;
 pub mod sniff;
 
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +37,7 @@ use crate::config::EgressConfig;
 use crate::gate::identity::Caller;
 use crate::gate::{Gate, Pending};
 use crate::normalize::net::{self, Target};
+use io::{Activity, Tunneled};
 use sniff::Sniff;
 
 /// The error of a proxied body: the upstream's, passed on so the client connection is cut
@@ -354,19 +356,16 @@ impl Egress {
                         .as_ref()
                         .is_some_and(|i| i.matches(&target.host));
                 if intercepted {
-                    let prefixed = Prefixed {
-                        head: buf.freeze(),
-                        io: client,
-                    };
-                    self.intercept(who, target, prefixed, upstream).await;
+                    let client = Tunneled::new(client, buf.freeze(), None);
+                    self.intercept(who, target, client, upstream).await;
                     return;
                 }
                 if upstream.write_all(&buf).await.is_err() {
                     return;
                 }
                 let activity = Activity::new();
-                let mut client = activity.watch(client);
-                let mut upstream = activity.watch(upstream);
+                let mut client = Tunneled::new(client, Bytes::new(), Some(activity.clone()));
+                let mut upstream = Tunneled::new(upstream, Bytes::new(), Some(activity.clone()));
                 let copy = tokio::io::copy_bidirectional_with_sizes(
                     &mut client,
                     &mut upstream,
@@ -381,10 +380,7 @@ impl Egress {
                 }
             }
             Sniff::Http => {
-                let io = TokioIo::new(Prefixed {
-                    head: buf.freeze(),
-                    io: client,
-                });
+                let io = TokioIo::new(Tunneled::new(client, buf.freeze(), None));
                 let Ok(peer) = upstream.peer_addr() else {
                     return;
                 };
@@ -415,7 +411,7 @@ impl Egress {
         self: Arc<Self>,
         who: Client,
         target: Target,
-        client: Prefixed<C>,
+        client: Tunneled<C>,
         upstream: TcpStream,
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -1172,133 +1168,6 @@ fn upstream_failed(e: &hyper::Error) -> Refusal {
         "upstream_error",
         format!("the upstream connection failed: {e}"),
     )
-}
-
-/// When either direction of a tunnel last moved bytes.
-#[derive(Clone)]
-struct Activity {
-    start: tokio::time::Instant,
-    last_ms: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: tokio::time::Instant::now(),
-            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        }
-    }
-
-    fn watch<T>(&self, io: T) -> Watched<T> {
-        Watched {
-            io,
-            activity: self.clone(),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Resolves once nothing has moved for `idle`.
-    async fn idle(&self, idle: std::time::Duration) {
-        loop {
-            let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
-            let deadline = self.start + std::time::Duration::from_millis(last) + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    }
-}
-
-/// A stream whose reads count as activity.
-struct Watched<T> {
-    io: T,
-    activity: Activity,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// A stream with bytes already read from it put back in front.
-struct Prefixed<I> {
-    head: Bytes,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if !self.head.is_empty() {
-            let n = self.head.len().min(buf.remaining());
-            let chunk = self.head.split_to(n);
-            buf.put_slice(&chunk);
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
