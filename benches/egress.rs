@@ -217,7 +217,8 @@ fn open_tunnel(proxy: SocketAddr, server: SocketAddr) -> TcpStream {
     s
 }
 
-/// A TLS ClientHello as rustls writes it: what a tunnel's first bytes usually are, so the
+/// A TLS ClientHello as rustls writes it for an address (so without a server name, which a
+/// tunnel to an address refuses): what a tunnel's first bytes usually are, so the
 /// proxy's sniffing is part of the measured setup. The server echoes its first byte.
 fn hello() -> &'static [u8] {
     static HELLO: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
@@ -230,7 +231,7 @@ fn hello() -> &'static [u8] {
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from("bench.test").unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
         let mut out = Vec::new();
         conn.write_tls(&mut out).unwrap();
