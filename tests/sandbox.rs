@@ -767,3 +767,19 @@ fn reachable_by_nobody(path: &Path, dir: &Path) -> PathBuf {
     }
     dst
 }
+
+#[test]
+fn a_sandbox_called_off_before_it_runs_starts_nothing() {
+    let s = Setup::new();
+    let marker = s.ws().join("ran");
+    let spec = s.spec(&["/bin/sh", "-c", &format!("touch {}", marker.display())]);
+    let err = sandbox::run_when(&spec, || false).unwrap_err();
+    assert!(matches!(err, SandboxError::CalledOff), "{err}");
+    assert!(
+        !marker.exists(),
+        "the program ran although the sandbox was called off"
+    );
+    // The same spec, told to go, does run: the marker is the program's and nothing else's.
+    assert_eq!(sandbox::run_when(&spec, || true).unwrap(), 0);
+    assert!(marker.exists());
+}

@@ -130,15 +130,57 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             egress: Some(tokio::net::UnixListener::bind(&egress_sock)?),
             gateway: Some(tokio::net::UnixListener::bind(&gateway_sock)?),
         };
-        let running = crate::server::start_with(config, extra).await?;
-        let (network, env) = match network {
-            Network::Isolated { .. } => (
-                Network::Isolated {
-                    relays: vec![(PROXY_PORT, egress_sock), (GATEWAY_PORT, gateway_sock)],
-                },
-                env,
-            ),
+        let cwd = std::env::current_dir()?;
+        let init_exe = std::env::current_exe().context("finding the portcullis binary")?;
+        let spec = |network, env| Spec {
+            init_exe,
+            argv: args.command,
+            env,
+            cwd,
+            fs,
+            landlock: match profile.landlock {
+                LandlockMode::Required => Enforcement::Required,
+                LandlockMode::BestEffort => Enforcement::BestEffort,
+            },
+            network,
+        };
+        // What a best-effort profile cannot have enforced here, said before anything runs.
+        let warn = |spec: &Spec| -> anyhow::Result<()> {
+            for gap in sandbox::preflight(spec)? {
+                eprintln!("portcullis run: WARNING: not enforced: {gap}");
+            }
+            Ok(())
+        };
+        let (running, ran) = match network {
+            Network::Isolated { .. } => {
+                // The relays lead to sockets bound above, so the sandbox needs nothing of the
+                // gateway to be set up: its init starts (namespaces, the init binary) while the
+                // gateway loads the policy, and runs the program only once the gateway is up.
+                let spec = spec(
+                    Network::Isolated {
+                        relays: vec![(PROXY_PORT, egress_sock), (GATEWAY_PORT, gateway_sock)],
+                    },
+                    env,
+                );
+                warn(&spec)?;
+                let (go, gone) = std::sync::mpsc::channel();
+                let ran = tokio::task::spawn_blocking(move || {
+                    sandbox::run_when(&spec, || gone.recv().unwrap_or(false))
+                });
+                let started = crate::server::start_with(config, extra).await;
+                // A failed send means the init could not start: `ran` says why.
+                let _ = go.send(started.is_ok());
+                match started {
+                    Ok(running) => (running, ran.await),
+                    Err(e) => {
+                        let _ = ran.await;
+                        return Err(e.into());
+                    }
+                }
+            }
             Network::PortsOnly { .. } => {
+                // The port rules name the gateway's TCP ports: they exist once it is up.
+                let running = crate::server::start_with(config, extra).await?;
                 let proxy = running.egress.map_or(0, |a| a.port());
                 let gateway = running.gateway.port();
                 let env = env
@@ -154,31 +196,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
                         (k, OsString::from(v))
                     })
                     .collect();
-                (
+                let spec = spec(
                     Network::PortsOnly {
                         ports: vec![proxy, gateway],
                     },
                     env,
-                )
+                );
+                if let Err(e) = warn(&spec) {
+                    running.shutdown().await?;
+                    return Err(e);
+                }
+                let ran = tokio::task::spawn_blocking(move || sandbox::run(&spec)).await;
+                (running, ran)
             }
         };
-        let spec = Spec {
-            init_exe: std::env::current_exe().context("finding the portcullis binary")?,
-            argv: args.command,
-            env,
-            cwd: std::env::current_dir()?,
-            fs,
-            landlock: match profile.landlock {
-                LandlockMode::Required => Enforcement::Required,
-                LandlockMode::BestEffort => Enforcement::BestEffort,
-            },
-            network,
-        };
-        // What a best-effort profile cannot have enforced here, said before anything runs.
-        for gap in sandbox::preflight(&spec)? {
-            eprintln!("portcullis run: WARNING: not enforced: {gap}");
-        }
-        let ran = tokio::task::spawn_blocking(move || sandbox::run(&spec)).await;
         // Whatever happened, the records so far are flushed.
         running.shutdown().await?;
         let code = ran.map_err(|e| anyhow!("the sandbox task failed: {e}"))??;

@@ -129,6 +129,9 @@ pub enum SandboxError {
     },
     #[error("sandbox set-up failed, the agent was not started: {0}")]
     Init(String),
+    /// [`run_when`]'s caller withdrew before the agent was started.
+    #[error("the agent was not started: the sandbox was called off before it ran anything")]
+    CalledOff,
     #[error("sandbox: {what}: {source}")]
     Io {
         what: &'static str,
@@ -294,14 +297,25 @@ fn validate(spec: &Spec) -> Result<(), SandboxError> {
 /// number when it was killed by one. Never runs the agent with less confinement than
 /// [`preflight`] reported.
 pub fn run(spec: &Spec) -> Result<i32, SandboxError> {
-    run_inner(spec, None)
+    run_inner(spec, None, || true)
+}
+
+/// As [`run`], but the init is started first (namespaces created, the init binary loaded) and
+/// `go` is asked before it is told what to run, so a caller can prepare something else in the
+/// meantime. When `go` says false, the init gets no spec and exits, nothing of the agent runs,
+/// and the result is [`SandboxError::CalledOff`].
+///
+/// Call it on a thread that outlives the agent (as [`run`]): the init's parent-death signal is
+/// tied to the thread that started it.
+pub fn run_when(spec: &Spec, go: impl FnOnce() -> bool) -> Result<i32, SandboxError> {
+    run_inner(spec, None, go)
 }
 
 /// As [`run`], with the Landlock ABI treated as at most `max_abi` (it can only lower what the
 /// kernel offers, never raise it). For tests of the refusal and best-effort paths.
 #[doc(hidden)]
 pub fn run_with_abi_for_test(spec: &Spec, max_abi: u32) -> Result<i32, SandboxError> {
-    run_inner(spec, Some(max_abi))
+    run_inner(spec, Some(max_abi), || true)
 }
 
 /// Serialized form of [`Spec`] for the init: paths and strings as raw bytes, losslessly.
@@ -381,7 +395,11 @@ enum Namespaces {
 /// Bound on the status text the init sends back.
 const STATUS_MAX: u64 = 64 * 1024;
 
-fn run_inner(spec: &Spec, max_abi: Option<u32>) -> Result<i32, SandboxError> {
+fn run_inner(
+    spec: &Spec,
+    max_abi: Option<u32>,
+    go: impl FnOnce() -> bool,
+) -> Result<i32, SandboxError> {
     let kernel = sys::landlock_abi();
     let available = match max_abi {
         Some(cap) => kernel.map(|k| k.min(cap)).filter(|v| *v > 0),
@@ -466,23 +484,30 @@ fn run_inner(spec: &Spec, max_abi: Option<u32>) -> Result<i32, SandboxError> {
             });
         }
     };
-    // The init may have failed before reading; its report below says why.
-    let _ = spec_w.write_all(&payload);
-    drop(spec_w);
-    let mut text = String::new();
-    let read = (&mut status_r).take(STATUS_MAX).read_to_string(&mut text);
-    let status = loop {
+    let wait = |child: &mut std::process::Child| loop {
         match child.wait() {
-            Ok(s) => break s,
+            Ok(s) => break Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                return Err(SandboxError::Io {
+                break Err(SandboxError::Io {
                     what: "waiting for the sandbox init",
                     source,
                 });
             }
         }
     };
+    if !go() {
+        // No spec: the init's read ends empty and it exits before starting anything.
+        drop(spec_w);
+        wait(&mut child)?;
+        return Err(SandboxError::CalledOff);
+    }
+    // The init may have failed before reading; its report below says why.
+    let _ = spec_w.write_all(&payload);
+    drop(spec_w);
+    let mut text = String::new();
+    let read = (&mut status_r).take(STATUS_MAX).read_to_string(&mut text);
+    let status = wait(&mut child)?;
     let code = status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))

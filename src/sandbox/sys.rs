@@ -336,7 +336,8 @@ pub(crate) fn become_subreaper() -> io::Result<()> {
 /// of those it kills, so it goes on until it has no children left.
 pub(crate) fn kill_descendants() {
     let me = std::process::id();
-    loop {
+    // The common end: the agent left nothing behind, and /proc need not be read at all.
+    while has_children() {
         let kids = children_of(me);
         if kids.is_empty() {
             return;
@@ -347,6 +348,21 @@ pub(crate) fn kill_descendants() {
         }
         for &k in &kids {
             reap(k);
+        }
+    }
+}
+
+/// Whether this process still has a child, reaping those that have already exited.
+fn has_children() -> bool {
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer; WNOHANG never blocks.
+        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+            0 => return true,
+            p if p > 0 => continue,
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            // ECHILD: none at all.
+            _ => return false,
         }
     }
 }
