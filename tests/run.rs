@@ -323,3 +323,41 @@ fn nothing_the_program_leaves_behind_outlives_the_run() {
         "the daemon {pid} survived the run"
     );
 }
+
+#[test]
+fn a_gateway_that_cannot_start_runs_nothing_of_the_program() {
+    let net = Net::new();
+    let run = setup();
+    let policies = run.dir.path().join("state/broken-policy");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("broken.rego"),
+        "package portcullis\nimport rego.v1\ndecision := {\n",
+    )
+    .unwrap();
+    let cfg = run.dir.path().join("state/broken.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[audit]\npath = \"{state}/broken-audit.jsonl\"\n[policy]\ndir = \"{}\"\n[workspace]\nroots = [\"{ws}\"]\n",
+            policies.display(),
+            state = run.dir.path().join("state").display(),
+            ws = run.ws().display()
+        ),
+    )
+    .unwrap();
+    let marker = run.ws().join("ran");
+    let o = net
+        .px(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--", "/bin/sh", "-c"])
+        .arg(format!("touch {}", marker.display()))
+        .current_dir(run.ws())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("broken.rego"), "{stderr}");
+    assert!(!marker.exists(), "the program ran without a gateway");
+}
