@@ -23,7 +23,7 @@ mod mcp;
 mod run;
 pub use egress::{EgressConfig, Intercept};
 pub use llm::{KeySource, LlmConfig, LlmUpstream, ProviderKind};
-pub use mcp::{ArgMapping, Facet, McpConfig, McpServer, preset, preset_for_server_info};
+pub use mcp::{ArgMapping, Facet, McpConfig, McpServer, Process, preset, preset_for_server_info};
 pub use run::{
     LandlockMode, NetworkMode, RunConfig, RunProfile, SYSTEM_EXEC, SYSTEM_READ, SYSTEM_WRITE,
 };
@@ -954,6 +954,14 @@ mod tests {
                 "mcp.servers[0].preset",
             ),
             (
+                &format!("{srv}url = \"http://a/mcp\"\nprocess = \"shared\"\n"),
+                "mcp.servers[0].process",
+            ),
+            (
+                &format!("{srv}command = [\"x\"]\nprocess = \"pooled\"\n"),
+                "mcp.servers[0]",
+            ),
+            (
                 "[[mcp.servers]]\nname = \"a b\"\ncommand = [\"x\"]\n",
                 "mcp.servers[0].name",
             ),
@@ -991,6 +999,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.mcp.servers[0].map[0].facet, Facet::Exec);
+        assert_eq!(ok.mcp.servers[0].process, crate::config::Process::Session);
         assert_eq!(ok.mcp.pins, PathBuf::from("/etc/p/portcullis-pins.json"));
         let data = ok.policy_data();
         assert_eq!(data["config"]["deny_tools"][0], "fs/*");

@@ -297,6 +297,112 @@ fn a_stdio_server_per_session_behind_the_gateway() {
     );
 }
 
+/// Decision records of calls of `tool`.
+fn calls_of<'a>(records: &'a [Value], tool: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "decision" && r["action"]["kind"] == "tool_call")
+        .filter(|r| r["action"]["tool"]["name"] == tool)
+        .collect()
+}
+
+#[test]
+fn a_shared_stdio_server_serves_every_session_from_one_process() {
+    let every = node_module(".bin/mcp-server-everything");
+    // Every start of the server adds a line to `starts`.
+    let gw = Gateway::start(&format!(
+        "[[mcp.servers]]\nname = \"every\"\nprocess = \"shared\"\n\
+         command = [\"sh\", \"-c\", 'echo started >> \"{{dir}}/starts\"; exec \"$0\"', {every:?}]\n"
+    ));
+    // Two agents at once; both SDK clients number their requests alike and use the request id
+    // as progress token, so only the mux's rewriting keeps their answers and progress apart.
+    let steps = |who: &str| {
+        json!([
+            {"op": "call", "name": "trigger-long-running-operation", "args": {"duration": 1, "steps": 4}, "progress": true},
+            {"op": "call", "name": "echo", "args": {"message": format!("from {who}")}},
+            {"op": "list_tools"},
+        ])
+    };
+    let url = gw.url.clone();
+    let first = steps("one");
+    let one = std::thread::spawn(move || sdk_at(&url, "every", AGENT_KEY, first));
+    let two = gw.sdk("every", OTHER_KEY, steps("two"));
+    let one = one.join().unwrap();
+    for (out, who) in [(&one, "one"), (&two, "two")] {
+        assert!(text(&out[0]).contains("completed"), "{}", out[0]);
+        let progress: Vec<f64> = out[0]["progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert_eq!(progress, [1.0, 2.0, 3.0, 4.0], "{who}: {}", out[0]);
+        assert_eq!(text(&out[1]), format!("Echo: from {who}"));
+        assert!(out[2]["ok"]["tools"].as_array().unwrap().len() > 5);
+    }
+    // A server request while one session is busy is that session's, and decided there.
+    let out = gw.sdk(
+        "every",
+        AGENT_KEY,
+        json!([{"op": "call", "name": "trigger-sampling-request", "args": {"prompt": "p", "maxTokens": 5}}]),
+    );
+    assert!(
+        text(&out[0]).contains("tools.server_request_denied"),
+        "{}",
+        out[0]
+    );
+    let starts = std::fs::read_to_string(gw.dir.path().join("starts")).unwrap();
+    assert_eq!(starts.lines().count(), 1, "one process for three sessions");
+    // Each call was decided in its own session, as its own agent.
+    let records = gw.audit();
+    let echoes = calls_of(&records, "echo");
+    assert_eq!(echoes.len(), 2);
+    let agents: std::collections::BTreeSet<&str> = echoes
+        .iter()
+        .map(|r| r["action"]["agent"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["agent-one", "agent-two"].into());
+    assert_ne!(
+        echoes[0]["action"]["session"]["id"],
+        echoes[1]["action"]["session"]["id"]
+    );
+    let sampling = calls_of(&records, "sampling/createMessage");
+    assert_eq!(sampling.len(), 1);
+    assert_eq!(sampling[0]["action"]["agent"]["id"], "agent-one");
+}
+
+#[test]
+fn a_shared_server_that_crashes_fails_its_calls_and_is_restarted_with_the_handshake() {
+    let script = fixtures().join("evil_server.py");
+    let gw = Gateway::start(&format!(
+        "[[mcp.servers]]\nname = \"evil\"\nprocess = \"shared\"\ncommand = [{:?}, {script:?}]\n\
+         env = {{ EVIL_STARTS = \"{{dir}}/starts\" }}\n",
+        python()
+    ));
+    let out = gw.sdk(
+        "evil",
+        AGENT_KEY,
+        json!([
+            {"op": "call", "name": "notes", "args": {"text": "before"}},
+            {"op": "call", "name": "crash"},
+        ]),
+    );
+    assert_eq!(text(&out[0]), "note: before");
+    assert_eq!(out[1]["error"]["code"], -32011, "{}", out[1]);
+    // The first start, then the restart.
+    wait_line(&gw.log, "shared tool server started");
+    wait_line(&gw.log, "shared tool server started");
+    // A new session is answered from the cached handshake; the new process got it replayed.
+    let out = gw.sdk(
+        "evil",
+        OTHER_KEY,
+        json!([{"op": "call", "name": "notes", "args": {"text": "after"}}]),
+    );
+    assert_eq!(text(&out[0]), "note: after");
+    let starts = std::fs::read_to_string(gw.dir.path().join("starts")).unwrap();
+    assert_eq!(starts.lines().count(), 2);
+}
+
 #[test]
 fn an_upstream_http_server_is_relayed_with_sse_and_sampling_denied() {
     let up = everything_http();

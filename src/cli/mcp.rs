@@ -63,6 +63,7 @@ pub fn run(args: McpArgs) -> Result<ExitCode, Failure> {
                 env: Default::default(),
                 preset: args.preset.clone(),
                 map: Vec::new(),
+                process: Default::default(),
             }
         }
         (None, true) => {

@@ -51,6 +51,19 @@ pub struct McpServer {
     /// Argument mappings shipped with portcullis (`filesystem`), applied before `map`.
     pub preset: Option<String>,
     pub map: Vec<ArgMapping>,
+    /// For a command behind `/mcp/{server}`: one process per MCP session, or one for all.
+    pub process: Process,
+}
+
+/// How many processes of a stdio server `/mcp/{server}` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Process {
+    /// Each MCP session starts its own process (the default: sessions share no server state).
+    #[default]
+    Session,
+    /// One process serves every session of every agent (see `docs/mcp.md`, shared servers).
+    Shared,
 }
 
 /// One tool argument that names a path, a command or a URL.
@@ -156,6 +169,7 @@ struct RawServer {
     preset: Option<String>,
     #[serde(default)]
     map: Vec<RawMapping>,
+    process: Option<Process>,
 }
 
 #[derive(Deserialize)]
@@ -266,6 +280,9 @@ pub(super) fn mcp_config(
         if s.url.is_some() && !s.env.is_empty() {
             return err(at("env"), "env is for a server command");
         }
+        if s.url.is_some() && s.process.is_some() {
+            return err(at("process"), "process is for a server command");
+        }
         for (k, v) in &s.headers {
             let bad = |c: char| c.is_control() && c != '\t';
             if k.is_empty()
@@ -296,6 +313,7 @@ pub(super) fn mcp_config(
             env: s.env,
             preset: s.preset,
             map,
+            process: s.process.unwrap_or_default(),
         });
     }
     for (i, o) in raw.allowed_origins.iter().enumerate() {

@@ -160,7 +160,16 @@ async fn post(
         }
         (None, false) => return Err(missing_session()),
     };
-    let rx = match session.post(body.to_vec(), &ids).await {
+    // Progress of a request goes out on the stream of the request, before its response.
+    let progress: Vec<(Value, Value)> = messages
+        .iter()
+        .filter(|m| m.get("method").is_some())
+        .filter_map(|m| {
+            let token = m.pointer("/params/_meta/progressToken")?;
+            Some((m.get("id")?.clone(), token.clone()))
+        })
+        .collect();
+    let rx = match session.post(body.to_vec(), &ids, &progress).await {
         Ok(rx) => rx,
         Err(line) => return Ok(json_line(StatusCode::OK, line)),
     };

@@ -4,7 +4,8 @@
     client.py '<scenario JSON>' http://HOST/PATH  (Streamable HTTP; $MCP_BEARER is the key)
 
 The scenario is a list of steps; each prints one JSON line: {"ok": ...} or {"error": {...}}.
-Steps: {"op": "list_tools"}, {"op": "call", "name": N, "args": {...}},
+Steps: {"op": "list_tools"}, {"op": "call", "name": N, "args": {...}} (with "progress": true,
+the step's line also has "progress": the progress values the client was sent),
 {"op": "read_resource", "uri": U}, {"op": "get_prompt", "name": N, "args": {...}}.
 The last line is {"sampled": n}: how many sampling requests reached this client.
 """
@@ -66,6 +67,16 @@ async def main():
                     if step["op"] == "list_tools":
                         res = await s.list_tools()
                         out({"ok": {"tools": [t.name for t in res.tools]}})
+                    elif step["op"] == "call" and step.get("progress"):
+                        seen = []
+
+                        async def on_progress(progress, total, message):
+                            seen.append(progress)
+
+                        res = await s.call_tool(
+                            step["name"], step.get("args", {}), progress_callback=on_progress
+                        )
+                        out({"ok": res.model_dump(mode="json", by_alias=True), "progress": seen})
                     elif step["op"] == "call":
                         res = await s.call_tool(step["name"], step.get("args", {}))
                         out({"ok": res.model_dump(mode="json", by_alias=True)})

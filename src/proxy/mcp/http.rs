@@ -1,9 +1,12 @@
 //! MCP sessions of the Streamable HTTP front end (`/mcp/{server}`): each is bound to the agent
-//! that opened it, has its own relay (and, for a command, its own server process), and routes
+//! that opened it, has its own relay (and, for a command, its own server process unless the
+//! server is shared), and routes
 //! what the relay emits to the HTTP exchange waiting for it:
-//! * a response goes to the POST that carried its request;
+//! * a response goes to the POST that carried its request, and so does its progress;
 //! * what the server sends unasked goes to the session's GET stream, else to an open POST
 //!   stream, else waits in a bounded backlog for the next one.
+//!
+//! A command with `process = "shared"` runs once for all sessions ([`SharedServer`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,8 +16,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::relay::{Relay, RelayConfig};
+use super::shared::SharedServer;
 use super::{jsonrpc, pins::Pins, stdio, upstream};
-use crate::config::{McpConfig, McpServer};
+use crate::config::{McpConfig, McpServer, Process};
 use crate::gate::Gate;
 use crate::gate::identity::Caller;
 use crate::sync::lock;
@@ -42,6 +46,10 @@ pub struct Sessions {
     /// Where stdio servers run: the first workspace root.
     cwd: Option<std::path::PathBuf>,
     map: Mutex<HashMap<String, Arc<Session>>>,
+    /// The process of each `process = "shared"` server, started with its first session.
+    shared: Mutex<HashMap<String, Arc<SharedServer>>>,
+    /// Stops the shared processes.
+    stop: watch::Sender<bool>,
 }
 
 /// One MCP session.
@@ -68,6 +76,8 @@ pub struct Out {
 struct Route {
     /// POST streams waiting for the response to a request id.
     waiters: Mutex<HashMap<String, mpsc::Sender<Out>>>,
+    /// Progress token → (request id, the stream of that request), while it waits.
+    progress: Mutex<HashMap<String, (String, mpsc::Sender<Out>)>>,
     stream: Mutex<Option<mpsc::Sender<Out>>>,
     backlog: Mutex<VecDeque<Out>>,
 }
@@ -87,6 +97,8 @@ impl Sessions {
             pins,
             cwd,
             map: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
+            stop: watch::channel(false).0,
         }
     }
 
@@ -137,12 +149,23 @@ impl Sessions {
                 tokio::spawn(upstream::run(relay.clone(), up, server_rx, quit_rx));
                 drop(tried);
             }
+            None if server.process == Process::Shared => {
+                let shared = lock(&self.shared)
+                    .entry(server.name.clone())
+                    .or_insert_with(|| {
+                        Arc::new(SharedServer::start(
+                            server.name.clone(),
+                            self.spawn(server),
+                            self.cfg.restart_backoff,
+                            self.max_body_bytes,
+                            self.stop.subscribe(),
+                        ))
+                    })
+                    .clone();
+                shared.attach(relay.clone(), server_rx, quit_rx, tried);
+            }
             None => {
-                let spawn = stdio::Spawn {
-                    argv: server.command.clone(),
-                    env: server.env.clone(),
-                    cwd: self.cwd.clone(),
-                };
+                let spawn = self.spawn(server);
                 let r = relay.clone();
                 let backoff = self.cfg.restart_backoff;
                 tokio::spawn(async move {
@@ -171,6 +194,14 @@ impl Sessions {
         Ok(session)
     }
 
+    fn spawn(&self, server: &McpServer) -> stdio::Spawn {
+        stdio::Spawn {
+            argv: server.command.clone(),
+            env: server.env.clone(),
+            cwd: self.cwd.clone(),
+        }
+    }
+
     /// The session `id` of `agent` on `server`; another agent's session does not exist for it.
     pub fn get(&self, id: &str, agent: &str, server: &str) -> Option<Arc<Session>> {
         let s = lock(&self.map).get(id).cloned()?;
@@ -196,6 +227,8 @@ impl Sessions {
         for id in ids {
             self.close(&id);
         }
+        self.stop.send_replace(true);
+        lock(&self.shared).clear();
     }
 
     pub fn len(&self) -> usize {
@@ -229,6 +262,7 @@ impl Session {
         &self,
         body: Vec<u8>,
         request_ids: &[Value],
+        progress: &[(Value, Value)],
     ) -> Result<mpsc::Receiver<Out>, Vec<u8>> {
         stdio::turned_on(&mut self.ready.clone()).await;
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
@@ -250,6 +284,11 @@ impl Session {
                 waiters.insert(k, tx.clone());
             }
         }
+        let mut tokens = lock(&self.route.progress);
+        for (id, token) in progress {
+            tokens.insert(jsonrpc::id_key(token), (jsonrpc::id_key(id), tx.clone()));
+        }
+        drop(tokens);
         // An earlier unasked message goes out on the first stream that opens.
         flush_backlog(&self.route, &tx);
         drop(tx);
@@ -272,7 +311,9 @@ impl Session {
     pub fn forget(&self, request_ids: &[Value]) {
         let mut waiters = lock(&self.route.waiters);
         for id in request_ids {
-            waiters.remove(&jsonrpc::id_key(id));
+            let key = jsonrpc::id_key(id);
+            waiters.remove(&key);
+            lock(&self.route.progress).retain(|_, (k, _)| *k != key);
         }
     }
 }
@@ -294,8 +335,15 @@ fn flush_backlog(route: &Route, tx: &mpsc::Sender<Out>) {
 /// skipped without being built.
 #[derive(serde::Deserialize)]
 struct Probe {
-    method: Option<serde::de::IgnoredAny>,
+    method: Option<String>,
     id: Option<Value>,
+    params: Option<ProbeParams>,
+}
+
+#[derive(serde::Deserialize)]
+struct ProbeParams {
+    #[serde(rename = "progressToken")]
+    progress_token: Option<Value>,
 }
 
 async fn route_lines(route: Arc<Route>, mut rx: mpsc::Receiver<Vec<u8>>) {
@@ -308,6 +356,7 @@ async fn route_lines(route: Arc<Route>, mut rx: mpsc::Receiver<Vec<u8>>) {
                 .map(|id| jsonrpc::id_key(&id))
                 .unwrap_or_default();
             let waiter = lock(&route.waiters).remove(&key);
+            lock(&route.progress).retain(|_, (k, _)| *k != key);
             match waiter {
                 Some(tx) => {
                     let _ = tx
@@ -323,11 +372,26 @@ async fn route_lines(route: Arc<Route>, mut rx: mpsc::Receiver<Vec<u8>>) {
             }
             continue;
         }
-        // Unasked: the standing stream, else any open POST stream, else the backlog.
-        let line = Out {
+        let mut line = Out {
             line,
             response: false,
         };
+        // Progress: on the stream of its request, so it arrives before the response.
+        let token = probe
+            .filter(|p| p.method.as_deref() == Some("notifications/progress"))
+            .and_then(|p| p.params?.progress_token);
+        if let Some(token) = token {
+            let tx = lock(&route.progress)
+                .get(&jsonrpc::id_key(&token))
+                .map(|(_, tx)| tx.clone());
+            if let Some(tx) = tx {
+                match tx.send(line).await {
+                    Ok(()) => continue,
+                    Err(e) => line = e.0,
+                }
+            }
+        }
+        // Unasked: the standing stream, else any open POST stream, else the backlog.
         let stream = lock(&route.stream).clone();
         let line = match stream {
             Some(tx) => match tx.send(line).await {

@@ -7,6 +7,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod pins;
 pub mod relay;
+pub mod shared;
 pub mod stdio;
 pub mod upstream;
 

@@ -126,6 +126,10 @@ impl Relay {
         self.cfg.max_line_bytes
     }
 
+    pub fn max_pending(&self) -> usize {
+        self.cfg.max_pending
+    }
+
     // === client → server ===
 
     /// One line from the client.

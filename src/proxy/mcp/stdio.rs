@@ -28,12 +28,12 @@ pub struct Spawn {
 }
 
 /// Longest wait for a server to exit after its stdin closed, before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
+pub(super) const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait for a dead server's last output before its requests are failed.
-const DRAIN: Duration = Duration::from_millis(500);
+pub(super) const DRAIN: Duration = Duration::from_millis(500);
 /// A server that ran this long before exiting restarts without accumulated backoff.
-const STABLE: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub(super) const STABLE: Duration = Duration::from_secs(10);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One line read with a bound.
 pub enum Read {
@@ -263,7 +263,7 @@ pub async fn supervise(
     Ok(())
 }
 
-fn start(spawn: &Spawn) -> std::io::Result<Child> {
+pub(super) fn start(spawn: &Spawn) -> std::io::Result<Child> {
     let (cmd, args) = spawn
         .argv
         .split_first()
