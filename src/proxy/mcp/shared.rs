@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
+use tokio::io::BufReader;
+use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
 use super::jsonrpc::{self, Line, Message};
@@ -330,7 +330,7 @@ impl Mux {
             return Err(std::io::Error::other("tool server pipes missing"));
         };
         let (tx, rx) = mpsc::channel(TO_SERVER);
-        tokio::spawn(write_lines(stdin, rx));
+        tokio::spawn(stdio::write_lines(stdin, rx));
         self.stdin = Some(tx);
         let (out_tx, out) = mpsc::channel(TO_SERVER);
         let max = self.max_line_bytes;
@@ -813,17 +813,5 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn write_lines(mut stdin: ChildStdin, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(mut line) = rx.recv().await {
-        line.push(b'\n');
-        if stdin.write_all(&line).await.is_err() {
-            break;
-        }
-        if rx.is_empty() && stdin.flush().await.is_err() {
-            break;
-        }
     }
 }

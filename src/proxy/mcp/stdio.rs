@@ -298,7 +298,10 @@ pub async fn turned_on(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-async fn write_lines<O: AsyncWrite + Unpin>(mut out: O, mut rx: mpsc::Receiver<Vec<u8>>) {
+pub(super) async fn write_lines<O: AsyncWrite + Unpin>(
+    mut out: O,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
     while let Some(mut line) = rx.recv().await {
         line.push(b'\n');
         if out.write_all(&line).await.is_err() {
