@@ -815,3 +815,210 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mux with a running process's stdin (`server`) and sessions 1 and 2.
+    fn mux() -> (Mux, mpsc::Receiver<Vec<u8>>, [mpsc::Receiver<Deliver>; 2]) {
+        let (stdin, server) = mpsc::channel(64);
+        let mut mux = Mux {
+            name: "t".into(),
+            max_line_bytes: 1 << 20,
+            sessions: HashMap::new(),
+            requests: HashMap::new(),
+            progress: HashMap::new(),
+            served: HashMap::new(),
+            subscriptions: HashMap::new(),
+            init: Init::None,
+            initialized_sent: false,
+            next: 0,
+            stdin: Some(stdin),
+        };
+        let (one, one_rx) = mpsc::channel(64);
+        let (two, two_rx) = mpsc::channel(64);
+        mux.sessions.insert(1, one);
+        mux.sessions.insert(2, two);
+        (mux, server, [one_rx, two_rx])
+    }
+
+    fn line(v: Value) -> Vec<u8> {
+        jsonrpc::to_line(&v)
+    }
+
+    fn written(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<Value> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|l| serde_json::from_slice(&l).unwrap())
+            .collect()
+    }
+
+    fn lines(rx: &mut mpsc::Receiver<Deliver>) -> Vec<Value> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|d| match d {
+                Deliver::Line(l) => serde_json::from_slice(&l).unwrap(),
+                Deliver::Fail(id, code, why) => json!({"fail": id, "code": code, "why": why}),
+                Deliver::Down(why) => json!({"down": why}),
+                Deliver::Up => json!("up"),
+            })
+            .collect()
+    }
+
+    fn call(id: i64, token: Option<i64>) -> Vec<u8> {
+        let mut v =
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo"}});
+        if let Some(t) = token {
+            v["params"]["_meta"] = json!({"progressToken": t});
+        }
+        line(v)
+    }
+
+    #[test]
+    fn the_same_id_from_two_sessions_is_two_requests_and_each_answer_goes_home() {
+        let (mut mux, mut server, [mut one, mut two]) = mux();
+        mux.session_line(1, call(7, Some(7)));
+        mux.session_line(2, call(7, Some(7)));
+        let sent = written(&mut server);
+        assert_eq!(sent.len(), 2);
+        assert_ne!(sent[0]["id"], sent[1]["id"]);
+        assert_ne!(
+            sent[0]["params"]["_meta"]["progressToken"],
+            sent[1]["params"]["_meta"]["progressToken"]
+        );
+        // Progress and the answer of the second session's request reach only the second.
+        let token = sent[1]["params"]["_meta"]["progressToken"].clone();
+        mux.server_line(line(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1}})));
+        mux.server_line(line(
+            json!({"jsonrpc": "2.0", "id": sent[1]["id"], "result": {"n": 2}}),
+        ));
+        assert!(lines(&mut one).is_empty());
+        let got = lines(&mut two);
+        assert_eq!(got[0]["params"]["progressToken"], 7);
+        assert_eq!(
+            got[1],
+            json!({"jsonrpc": "2.0", "id": 7, "result": {"n": 2}})
+        );
+        // An answer it already had is no longer routed; a progress token past its answer neither.
+        mux.server_line(line(
+            json!({"jsonrpc": "2.0", "id": sent[1]["id"], "result": {}}),
+        ));
+        mux.server_line(line(json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 2}})));
+        assert!(lines(&mut two).is_empty());
+        mux.server_line(line(
+            json!({"jsonrpc": "2.0", "id": sent[0]["id"], "result": {"n": 1}}),
+        ));
+        assert_eq!(lines(&mut one)[0]["result"]["n"], 1);
+    }
+
+    #[test]
+    fn a_server_request_goes_to_the_one_busy_session_or_is_refused() {
+        let (mut mux, mut server, [mut one, mut two]) = mux();
+        let sample = |id: &str| {
+            line(
+                json!({"jsonrpc": "2.0", "id": id, "method": "sampling/createMessage", "params": {}}),
+            )
+        };
+        mux.session_line(1, call(1, None));
+        written(&mut server);
+        mux.server_line(sample("s1"));
+        assert_eq!(lines(&mut one)[0]["id"], "s1");
+        // Only the session it went to may answer it.
+        let answer = line(json!({"jsonrpc": "2.0", "id": "s1", "result": {}}));
+        mux.session_line(2, answer.clone());
+        assert!(written(&mut server).is_empty());
+        mux.session_line(1, answer);
+        assert_eq!(written(&mut server)[0]["id"], "s1");
+        // Both busy: whose it is cannot be told, so it is refused and reaches nobody.
+        mux.session_line(2, call(1, None));
+        written(&mut server);
+        mux.server_line(sample("s2"));
+        let refused = written(&mut server);
+        assert_eq!(refused[0]["id"], "s2");
+        assert_eq!(refused[0]["error"]["code"], jsonrpc::DENIED);
+        assert!(lines(&mut one).is_empty() && lines(&mut two).is_empty());
+        // `ping` is answered by the mux.
+        mux.server_line(line(json!({"jsonrpc": "2.0", "id": "p", "method": "ping"})));
+        assert_eq!(
+            written(&mut server),
+            [json!({"jsonrpc": "2.0", "id": "p", "result": {}})]
+        );
+    }
+
+    #[test]
+    fn the_server_is_initialized_once_and_later_sessions_get_the_cached_answer() {
+        let (mut mux, mut server, [mut one, mut two]) = mux();
+        let init = |id: i64| {
+            line(
+                json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"clientInfo": {"name": id.to_string()}}}),
+            )
+        };
+        let initialized = line(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        mux.session_line(1, init(0));
+        mux.session_line(2, init(5)); // waits for the first one's answer
+        let sent = written(&mut server);
+        assert_eq!(sent.len(), 1);
+        mux.server_line(line(
+            json!({"jsonrpc": "2.0", "id": sent[0]["id"], "result": {"serverInfo": {"name": "s"}}}),
+        ));
+        assert_eq!(lines(&mut one)[0]["id"], 0);
+        assert_eq!(lines(&mut two)[0]["id"], 5);
+        mux.session_line(1, initialized.clone());
+        mux.session_line(2, initialized);
+        let sent = written(&mut server);
+        assert_eq!(
+            sent,
+            [json!({"jsonrpc": "2.0", "method": "notifications/initialized"})]
+        );
+        mux.session_line(2, init(9));
+        assert!(written(&mut server).is_empty());
+        assert_eq!(lines(&mut two)[0]["result"]["serverInfo"]["name"], "s");
+    }
+
+    #[test]
+    fn a_closed_session_cancels_its_requests_and_updates_go_to_subscribers() {
+        let (mut mux, mut server, [mut one, mut two]) = mux();
+        let sub = line(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "resources/subscribe", "params": {"uri": "demo://a"}}),
+        );
+        mux.session_line(1, sub);
+        mux.session_line(1, call(4, Some(4)));
+        let sent = written(&mut server);
+        mux.server_line(line(
+            json!({"jsonrpc": "2.0", "id": sent[0]["id"], "result": {}}),
+        ));
+        lines(&mut one);
+        let updated = line(
+            json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "demo://a"}}),
+        );
+        mux.server_line(updated.clone());
+        assert_eq!(lines(&mut one).len(), 1);
+        assert!(lines(&mut two).is_empty());
+        mux.detach(1);
+        let cancelled = written(&mut server);
+        assert_eq!(cancelled[0]["method"], "notifications/cancelled");
+        assert_eq!(cancelled[0]["params"]["requestId"], sent[1]["id"]);
+        // Nothing of it is routed any more; other notifications go to everyone left.
+        mux.server_line(updated);
+        mux.server_line(line(
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        ));
+        assert_eq!(lines(&mut two).len(), 1);
+    }
+
+    #[test]
+    fn a_crash_fails_everything_in_flight_and_a_line_meanwhile_fails_at_once() {
+        let (mut mux, mut server, [mut one, _two]) = mux();
+        mux.session_line(1, call(1, None));
+        written(&mut server);
+        mux.down("exited (code 3) while handling this request");
+        assert!(mux.requests.is_empty());
+        assert_eq!(
+            lines(&mut one)[0]["down"],
+            "exited (code 3) while handling this request"
+        );
+        mux.session_line(1, call(2, None));
+        let got = lines(&mut one);
+        assert_eq!(got[0]["fail"], 2);
+        assert_eq!(got[0]["code"], jsonrpc::SERVER_UNAVAILABLE);
+    }
+}
