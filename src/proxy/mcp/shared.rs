@@ -74,19 +74,7 @@ impl SharedServer {
     ) -> SharedServer {
         let (attach, attach_rx) = mpsc::unbounded_channel();
         let (lines, lines_rx) = mpsc::channel(TO_SERVER);
-        let mux = Mux {
-            name,
-            max_line_bytes,
-            sessions: HashMap::new(),
-            requests: HashMap::new(),
-            progress: HashMap::new(),
-            served: HashMap::new(),
-            subscriptions: HashMap::new(),
-            init: Init::None,
-            initialized_sent: false,
-            next: 0,
-            stdin: None,
-        };
+        let mux = Mux::new(name, max_line_bytes);
         tokio::spawn(mux.run(spawn, backoff, attach_rx, lines_rx, stop));
         SharedServer {
             attach,
@@ -227,6 +215,22 @@ struct Process {
 }
 
 impl Mux {
+    fn new(name: String, max_line_bytes: usize) -> Mux {
+        Mux {
+            name,
+            max_line_bytes,
+            sessions: HashMap::new(),
+            requests: HashMap::new(),
+            progress: HashMap::new(),
+            served: HashMap::new(),
+            subscriptions: HashMap::new(),
+            init: Init::None,
+            initialized_sent: false,
+            next: 0,
+            stdin: None,
+        }
+    }
+
     async fn run(
         mut self,
         spawn: Spawn,
@@ -235,6 +239,9 @@ impl Mux {
         mut lines: mpsc::Receiver<FromSession>,
         mut stop: watch::Receiver<bool>,
     ) {
+        if *stop.borrow() {
+            return; // opened during shutdown: nothing is started
+        }
         let mut delay = backoff;
         let mut restart_at = None;
         let mut process = match self.start(&spawn) {
@@ -823,19 +830,8 @@ mod tests {
     /// A mux with a running process's stdin (`server`) and sessions 1 and 2.
     fn mux() -> (Mux, mpsc::Receiver<Vec<u8>>, [mpsc::Receiver<Deliver>; 2]) {
         let (stdin, server) = mpsc::channel(64);
-        let mut mux = Mux {
-            name: "t".into(),
-            max_line_bytes: 1 << 20,
-            sessions: HashMap::new(),
-            requests: HashMap::new(),
-            progress: HashMap::new(),
-            served: HashMap::new(),
-            subscriptions: HashMap::new(),
-            init: Init::None,
-            initialized_sent: false,
-            next: 0,
-            stdin: Some(stdin),
-        };
+        let mut mux = Mux::new("t".into(), 1 << 20);
+        mux.stdin = Some(stdin);
         let (one, one_rx) = mpsc::channel(64);
         let (two, two_rx) = mpsc::channel(64);
         mux.sessions.insert(1, one);
