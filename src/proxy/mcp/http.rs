@@ -1,7 +1,6 @@
 //! MCP sessions of the Streamable HTTP front end (`/mcp/{server}`): each is bound to the agent
 //! that opened it, has its own relay (and, for a command, its own server process unless the
-//! server is shared), and routes
-//! what the relay emits to the HTTP exchange waiting for it:
+//! server is shared), and routes what the relay emits to the HTTP exchange waiting for it:
 //! * a response goes to the POST that carried its request, and so does its progress;
 //! * what the server sends unasked goes to the session's GET stream, else to an open POST
 //!   stream, else waits in a bounded backlog for the next one.
