@@ -308,12 +308,14 @@ impl Session {
 
     /// Stop waiting for these ids (the client went away).
     pub fn forget(&self, request_ids: &[Value]) {
+        let keys: std::collections::HashSet<String> =
+            request_ids.iter().map(jsonrpc::id_key).collect();
         let mut waiters = lock(&self.route.waiters);
-        for id in request_ids {
-            let key = jsonrpc::id_key(id);
-            waiters.remove(&key);
-            lock(&self.route.progress).retain(|_, (k, _)| *k != key);
+        for k in &keys {
+            waiters.remove(k);
         }
+        drop(waiters);
+        lock(&self.route.progress).retain(|_, (k, _)| !keys.contains(k));
     }
 }
 

@@ -473,11 +473,11 @@ impl Mux {
         let token = v.pointer("/params/_meta/progressToken").cloned();
         let progress = token.map(|t| {
             self.next += 1;
-            let mine = format!("pc-progress-{}", self.next);
-            self.progress
-                .insert(jsonrpc::id_key(&Value::from(mine.clone())), (sid, t));
-            v["params"]["_meta"]["progressToken"] = Value::from(mine.clone());
-            jsonrpc::id_key(&Value::from(mine))
+            let mine = Value::from(format!("pc-progress-{}", self.next));
+            let key = jsonrpc::id_key(&mine);
+            self.progress.insert(key.clone(), (sid, t));
+            v["params"]["_meta"]["progressToken"] = mine;
+            key
         });
         match (
             method.as_str(),
