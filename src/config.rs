@@ -452,6 +452,25 @@ impl Config {
         let llm = llm::llm_config(raw.llm, resolve).map_err(|(f, m)| invalid(&f, m))?;
         let egress = egress::egress_config(raw.egress, resolve).map_err(|(f, m)| invalid(&f, m))?;
         let run = run::run_config(raw.run, resolve).map_err(|(f, m)| invalid(&f, m))?;
+        for (i, s) in mcp.servers.iter().enumerate() {
+            if let Some(p) = &s.sandbox
+                && p != "default"
+                && !run.profiles.contains_key(p)
+            {
+                let known: Vec<&str> = std::iter::once("default")
+                    .chain(
+                        run.profiles
+                            .keys()
+                            .map(String::as_str)
+                            .filter(|k| *k != "default"),
+                    )
+                    .collect();
+                return Err(invalid(
+                    &format!("mcp.servers[{i}].sandbox"),
+                    format!("no profile {p:?} in [run.profiles] (known: {known:?})"),
+                ));
+            }
+        }
         Ok(Config {
             source,
             mcp,
@@ -962,6 +981,14 @@ mod tests {
                 "mcp.servers[0]",
             ),
             (
+                &format!("{srv}url = \"http://a/mcp\"\nsandbox = \"default\"\n"),
+                "mcp.servers[0].sandbox",
+            ),
+            (
+                &format!("{srv}command = [\"x\"]\nsandbox = \"tools\"\n"),
+                "mcp.servers[0].sandbox",
+            ),
+            (
                 "[[mcp.servers]]\nname = \"a b\"\ncommand = [\"x\"]\n",
                 "mcp.servers[0].name",
             ),
@@ -1000,6 +1027,24 @@ mod tests {
         .unwrap();
         assert_eq!(ok.mcp.servers[0].map[0].facet, Facet::Exec);
         assert_eq!(ok.mcp.servers[0].process, crate::config::Process::Session);
+        assert_eq!(ok.mcp.servers[0].sandbox, None);
+        let boxed = |text: &str| {
+            Config::parse(
+                &format!("[[mcp.servers]]\nname = \"fs\"\ncommand = [\"srv\"]\n{text}"),
+                Path::new("/c.toml"),
+            )
+            .unwrap()
+            .mcp
+            .servers[0]
+                .sandbox
+                .clone()
+        };
+        // `default` is built in; any other name must be a profile.
+        assert_eq!(boxed("sandbox = \"default\"\n").as_deref(), Some("default"));
+        assert_eq!(
+            boxed("sandbox = \"tools\"\n[run.profiles.tools]\nread = [\"/w\"]\n").as_deref(),
+            Some("tools")
+        );
         assert_eq!(ok.mcp.pins, PathBuf::from("/etc/p/portcullis-pins.json"));
         let data = ok.policy_data();
         assert_eq!(data["config"]["deny_tools"][0], "fs/*");

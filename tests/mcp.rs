@@ -704,3 +704,147 @@ fn unknown_server_and_bad_config_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mcp.servers[0].command"), "{err}");
 }
+
+/// The probe server's answers (tests/mcp-fixtures/probe_server.py), one text per step.
+fn probe_steps(ws: &str, outside: &str, port: u16) -> Value {
+    json!([
+        {"op": "call", "name": "read", "args": {"path": format!("{ws}/a.txt")}},
+        {"op": "call", "name": "read", "args": {"path": format!("{outside}/secret.txt")}},
+        {"op": "call", "name": "write", "args": {"path": format!("{outside}/new.txt"), "text": "x"}},
+        {"op": "call", "name": "write", "args": {"path": format!("{ws}/out.txt"), "text": "x"}},
+        {"op": "call", "name": "connect", "args": {"host": "127.0.0.1", "port": port}},
+        {"op": "call", "name": "env", "args": {"name": "PROBE_SECRET"}},
+        {"op": "call", "name": "env", "args": {"name": "TMPDIR"}},
+    ])
+}
+
+#[test]
+fn a_sandboxed_server_reaches_only_what_its_profile_grants() {
+    let env = Env::new(&common::python_profile("tools", &["ws"], &["ws"]));
+    let ws = env.ws.to_string_lossy().into_owned();
+    // Outside the workspace and the profile; the probe's tools name no path argument, so the
+    // policy does not see what they open: only the kernel stands in the way.
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "top secret\n").unwrap();
+    let outside = outside.to_string_lossy().into_owned();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = fixtures().join("probe_server.py");
+    let probe = probe.to_str().unwrap();
+    let py = python();
+    let py = py.to_str().unwrap();
+    let run = |sandbox: &[&str]| {
+        let mut argv = env.wrap(&[py, probe]);
+        let at = argv.iter().position(|a| a == "--").unwrap();
+        let mut flags = vec!["--name".to_string(), "probe".into()];
+        flags.extend(sandbox.iter().map(|s| s.to_string()));
+        argv.splice(at..at, flags);
+        let out = Command::new(python())
+            .arg(fixtures().join("client.py"))
+            .arg(probe_steps(&ws, &outside, port).to_string())
+            .args(&argv)
+            .env("PROBE_SECRET", "a provider key")
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines[1..lines.len() - 1]
+            .iter()
+            .map(text)
+            .collect::<Vec<_>>()
+    };
+
+    // The same server unconfined reaches all of it: each refusal below is the sandbox's.
+    let free = run(&[]);
+    assert_eq!(
+        free[..6],
+        [
+            "hello\n",
+            "top secret\n",
+            "written",
+            "written",
+            "connected",
+            "a provider key"
+        ],
+        "{free:?}"
+    );
+    std::fs::remove_file(env.dir.path().join("outside/new.txt")).unwrap();
+
+    let boxed = run(&["--sandbox", "tools"]);
+    assert_eq!(boxed[0], "hello\n", "the profile's read root: {boxed:?}");
+    assert_eq!(
+        boxed[1], "error: EACCES",
+        "read outside the profile: {boxed:?}"
+    );
+    assert_eq!(
+        boxed[2], "error: EACCES",
+        "write outside the profile: {boxed:?}"
+    );
+    assert!(!env.dir.path().join("outside/new.txt").exists());
+    assert_eq!(boxed[3], "written", "the profile's write root: {boxed:?}");
+    // Its own network namespace: our loopback listener is not there.
+    assert_eq!(boxed[4], "error: ECONNREFUSED", "{boxed:?}");
+    // Its environment is the profile's, not ours.
+    assert_eq!(boxed[5], "<unset>", "{boxed:?}");
+    let tmp = PathBuf::from(&boxed[6]);
+    assert!(
+        tmp.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("portcullis-mcp-"),
+        "{boxed:?}"
+    );
+    assert!(!tmp.exists(), "its temporary directory went with it");
+    // Every call was decided and recorded as usual.
+    let records = env.audit("probe");
+    assert_eq!(decisions(&records, "tool_call").len(), 14);
+    env.verify("probe");
+}
+
+#[test]
+fn a_sandbox_that_could_rewrite_the_audit_log_starts_nothing() {
+    // The profile's write root is the directory the audit log, pins and config are in.
+    let env = Env::new(&common::python_profile("wide", &[], &["."]));
+    let started = env.dir.path().join("started");
+    let mut argv = env.wrap(&["sh", "-c", "touch \"$0\"; cat", started.to_str().unwrap()]);
+    let at = argv.iter().position(|a| a == "--").unwrap();
+    argv.splice(at..at, ["--sandbox".to_string(), "wide".into()]);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("audit.path")
+            && stderr.contains("writable root")
+            && stderr.contains("nothing was started"),
+        "{stderr}"
+    );
+    assert!(!started.exists(), "the server never ran");
+    // A profile that does not exist is named.
+    let mut argv = env.wrap(&["cat"]);
+    let at = argv.iter().position(|a| a == "--").unwrap();
+    argv.splice(at..at, ["--sandbox".to_string(), "nope".into()]);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no profile \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

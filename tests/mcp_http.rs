@@ -785,3 +785,71 @@ fn conformance_of_a_complete_server_through_the_gateway() {
     eprintln!("conformance server: direct {direct}/{total}, through portcullis {through}/{total}");
     assert_eq!(direct, total, "our fixture passes every scenario directly");
 }
+
+#[test]
+fn sandboxed_servers_behind_the_gateway_are_confined_per_session_and_shared() {
+    let probe = fixtures().join("probe_server.py");
+    let py = python();
+    let server = |name: &str, process: &str| {
+        format!(
+            "[[mcp.servers]]\nname = \"{name}\"\nprocess = \"{process}\"\nsandbox = \"tools\"\n\
+             command = [{py:?}, {probe:?}]\n"
+        )
+    };
+    let gw = Gateway::start(&format!(
+        "{}{}{}",
+        server("probe", "session"),
+        server("probe-shared", "shared"),
+        common::python_profile("tools", &["{ws}"], &["{ws}"]),
+    ));
+    let secret = gw.dir.path().join("secret.txt");
+    std::fs::write(&secret, "top secret\n").unwrap();
+    let ws = gw.ws();
+    for name in ["probe", "probe-shared"] {
+        let out = gw.sdk(
+            name,
+            AGENT_KEY,
+            json!([
+                {"op": "call", "name": "read", "args": {"path": ws.join("a.txt")}},
+                {"op": "call", "name": "read", "args": {"path": secret}},
+                {"op": "call", "name": "write", "args": {"path": gw.dir.path().join("new.txt"), "text": "x"}},
+            ]),
+        );
+        assert_eq!(text(&out[0]), "hello\n", "{name}: {out:?}");
+        assert_eq!(text(&out[1]), "error: EACCES", "{name}: {out:?}");
+        assert_eq!(text(&out[2]), "error: EACCES", "{name}: {out:?}");
+        assert!(!gw.dir.path().join("new.txt").exists());
+    }
+    let records = gw.audit();
+    assert_eq!(calls_of(&records, "read").len(), 4);
+}
+
+#[test]
+fn a_gateway_whose_sandboxed_server_could_rewrite_its_config_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // The profile's write root holds the gateway's configuration.
+    std::fs::write(
+        dir.path().join("portcullis.toml"),
+        "[workspace]\nroots = [\".\"]\n[audit]\npath = \"../audit.jsonl\"\n\
+         [mcp]\npins = \"../pins.json\"\n\
+         [[mcp.servers]]\nname = \"cat\"\ncommand = [\"cat\"]\nsandbox = \"leaky\"\n\
+         [run.profiles.leaky]\nwrite = [\".\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args(["serve", "--config", "portcullis.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("MCP server \"cat\", sandbox \"leaky\"")
+            && stderr.contains("the configuration file"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening"),
+        "nothing was served"
+    );
+}

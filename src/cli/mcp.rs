@@ -25,6 +25,10 @@ pub struct McpArgs {
     /// from the server's `serverInfo.name`.
     #[arg(long, requires = "command")]
     preset: Option<String>,
+    /// Confine `-- CMD` by this `[run.profiles.NAME]` (`default` is built in), as
+    /// `[[mcp.servers]] sandbox` does for a configured server.
+    #[arg(long, requires = "command")]
+    sandbox: Option<String>,
     /// The server's command line.
     #[arg(last = true)]
     command: Vec<String>,
@@ -64,6 +68,7 @@ pub fn run(args: McpArgs) -> Result<ExitCode, Failure> {
                 preset: args.preset.clone(),
                 map: Vec::new(),
                 process: Default::default(),
+                sandbox: args.sandbox.clone(),
             }
         }
         (None, true) => {

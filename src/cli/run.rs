@@ -11,15 +11,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use clap::Args;
 
 use super::{Failure, load_config};
-use crate::config::{
-    AgentConfig, Config, ConfigSource, LandlockMode, NetworkMode, RunProfile, SYSTEM_EXEC,
-    SYSTEM_READ, SYSTEM_WRITE,
-};
-use crate::sandbox::{self, Enforcement, FsRules, Network, Spec};
+use crate::config::{AgentConfig, Config, ConfigSource, RunProfile};
+use crate::sandbox::profile::{self, PrivateDir, set_var};
+use crate::sandbox::{self, Network, Spec};
 
 /// Where the proxy and the gateway are, inside the sandbox's network namespace.
 const PROXY_PORT: u16 = 3128;
@@ -35,8 +33,6 @@ const OURS: &[&str] = &[
     "OPENAI_BASE_URL",
     "ANTHROPIC_BASE_URL",
 ];
-/// What portcullis passes through from its own environment, besides a profile's `env`.
-const PASS_ENV: &[&str] = &["PATH", "HOME", "LANG", "TERM", "TZ", "USER", "LOGNAME"];
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -66,15 +62,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         tracing::info!(audit = %config.audit.path.display(), "audit log of this run");
     }
     let key = random_key()?;
-    let dir = std::env::temp_dir().join(format!("portcullis-run-{id}"));
-    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let _cleanup = RemoveOnDrop(dir.clone());
-    restrict_dir(&dir)?;
+    let private = PrivateDir::create("run").context("creating the run's directory")?;
+    let dir = private.path().to_path_buf();
     let tmp = dir.join("tmp");
     std::fs::create_dir(&tmp)?;
-    let network = network(&profile)?;
-    let mut fs = fs_rules(&profile, &tmp);
-    check_protected(&config, &fs)?;
+    let network = profile::network(&profile).map_err(|e| anyhow!(e))?;
+    if matches!(network, Network::PortsOnly { .. }) {
+        eprintln!("portcullis run: WARNING: {}", profile::PORTS_ONLY_WARNING);
+    }
+    let mut fs = profile::fs_rules(&profile);
+    fs.write.push(tmp.clone());
+    profile::check_protected(&config, &fs).map_err(|e| anyhow!(e))?;
     // Intercepted names show the local CA's certificates: cooperative clients get a bundle
     // of the system's roots and that CA.
     let bundle =
@@ -138,10 +136,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             env,
             cwd,
             fs,
-            landlock: match profile.landlock {
-                LandlockMode::Required => Enforcement::Required,
-                LandlockMode::BestEffort => Enforcement::BestEffort,
-            },
+            landlock: profile::enforcement(&profile),
             network,
         };
         // What a best-effort profile cannot have enforced here, said before anything runs.
@@ -220,119 +215,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     ))
 }
 
-/// Isolated when the kernel allows it; the port-rule fallback only when the profile says so,
-/// and never quietly.
-fn network(profile: &RunProfile) -> anyhow::Result<Network> {
-    let probe = sandbox::probe();
-    let root = is_root();
-    let namespaces = probe.net_namespaces && (root || probe.user_namespaces);
-    if namespaces {
-        return Ok(Network::Isolated { relays: Vec::new() });
-    }
-    match profile.network {
-        NetworkMode::Isolated => bail!(
-            "cannot create a network namespace here ({}), so the program could reach the network around the proxy; \
-             refusing to start (profile {:?} has network = \"isolated\"; \"isolated_or_ports\" allows the weaker fallback)",
-            if root {
-                "network namespaces unavailable"
-            } else {
-                "unprivileged user namespaces are disabled"
-            },
-            profile.name
-        ),
-        NetworkMode::IsolatedOrPorts => {
-            eprintln!(
-                "portcullis run: WARNING: no network namespace available; falling back to Landlock TCP rules \
-                 (connect only to the proxy and gateway ports). UDP and DNS are NOT contained in this mode."
-            );
-            Ok(Network::PortsOnly { ports: Vec::new() })
-        }
-    }
-}
-
-fn fs_rules(profile: &RunProfile, tmp: &Path) -> FsRules {
-    let sys = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
-    let mut read = sys(SYSTEM_READ);
-    read.extend(profile.read.iter().cloned());
-    let mut exec = sys(SYSTEM_EXEC);
-    exec.extend(profile.exec.iter().cloned());
-    let mut write = sys(SYSTEM_WRITE);
-    write.extend(profile.write.iter().cloned());
-    write.push(tmp.to_path_buf());
-    FsRules { read, write, exec }
-}
-
-/// The audit log, the configuration and the policies must stay out of the program's reach for
-/// writing, and key material (provider keys, the interception CA's key, the TLS key) for reading.
-fn check_protected(config: &Config, fs: &FsRules) -> anyhow::Result<()> {
-    let mut no_write = vec![("audit.path", config.audit.path.clone())];
-    if let ConfigSource::File(p) = &config.source {
-        no_write.push(("the configuration file", p.clone()));
-    }
-    if let Some(d) = &config.policy.dir {
-        no_write.push(("policy.dir", d.clone()));
-    }
-    no_write.push(("mcp.pins", config.mcp.pins.clone()));
-    let mut no_read = Vec::new();
-    if let Some(t) = &config.tls {
-        no_read.push(("tls.key", t.key.clone()));
-    }
-    if let Some(i) = &config.egress.intercept {
-        no_read.push(("egress.ca_key", i.ca_key.clone()));
-    }
-    for u in &config.llm.upstreams {
-        if let crate::config::KeySource::File(f) = &u.api_key {
-            no_read.push(("an llm.upstreams api_key_file", f.clone()));
-        }
-    }
-    let inside = |what: &str, p: &Path, roots: &[PathBuf], how: &str| -> anyhow::Result<()> {
-        let p = canonical_or_lexical(p);
-        for r in roots {
-            let r = canonical_or_lexical(r);
-            if p.starts_with(&r) {
-                bail!(
-                    "{what} ({}) is inside the {how} root {}: the sandboxed program could {}; move it out or narrow the profile",
-                    p.display(),
-                    r.display(),
-                    if how == "writable" {
-                        "rewrite it"
-                    } else {
-                        "read it"
-                    }
-                );
-            }
-        }
-        Ok(())
-    };
-    for (what, p) in &no_write {
-        inside(what, p, &fs.write, "writable")?;
-    }
-    let readable: Vec<PathBuf> = fs
-        .read
-        .iter()
-        .chain(&fs.exec)
-        .chain(&fs.write)
-        .cloned()
-        .collect();
-    for (what, p) in &no_read {
-        inside(what, p, &readable, "readable")?;
-    }
-    Ok(())
-}
-
-fn canonical_or_lexical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| {
-        // A file that does not exist yet: its directory decides.
-        match (
-            p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
-            p.file_name(),
-        ) {
-            (Some(d), Some(f)) => d.join(f),
-            _ => crate::normalize::path::lexical(p),
-        }
-    })
-}
-
 /// The program's whole environment: a few harmless variables, the profile's, and where the
 /// proxy and the gateway are. Provider keys are not among them: they stay in portcullis.
 fn environment(
@@ -343,14 +225,7 @@ fn environment(
     key: &str,
     tmp: &Path,
 ) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| {
-            let k = k.to_string_lossy();
-            PASS_ENV.contains(&k.as_ref())
-                || k.starts_with("LC_")
-                || profile.env.iter().any(|p| *p == k)
-        })
-        .collect();
+    let mut env = profile::base_env(profile);
     let proxy = format!("http://{session}:{key}@127.0.0.1:{PROXY_PORT}");
     let gateway = format!("http://127.0.0.1:{GATEWAY_PORT}");
     for k in [
@@ -392,11 +267,6 @@ fn environment(
     env
 }
 
-fn set_var(env: &mut Vec<(OsString, OsString)>, k: &str, v: String) {
-    env.retain(|(e, _)| e != k);
-    env.push((k.into(), v.into()));
-}
-
 /// 32 random bytes from the kernel, as hex.
 fn random_key() -> anyhow::Result<String> {
     let mut b = [0u8; 32];
@@ -416,30 +286,4 @@ fn state_dir() -> anyhow::Result<PathBuf> {
     let dir = base.join("portcullis");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
-}
-
-fn restrict_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("restricting {}", dir.display()))
-}
-
-fn is_root() -> bool {
-    // /proc/self/status: "Uid:\treal\teffective\t…"
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

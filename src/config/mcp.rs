@@ -53,6 +53,8 @@ pub struct McpServer {
     pub map: Vec<ArgMapping>,
     /// For a command behind `/mcp/{server}`: one process per MCP session, or one for all.
     pub process: Process,
+    /// The `[run.profiles.NAME]` the command is confined by (`default` is built in), or none.
+    pub sandbox: Option<String>,
 }
 
 /// How many processes of a stdio server `/mcp/{server}` runs.
@@ -170,6 +172,7 @@ struct RawServer {
     #[serde(default)]
     map: Vec<RawMapping>,
     process: Option<Process>,
+    sandbox: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +286,9 @@ pub(super) fn mcp_config(
         if s.url.is_some() && s.process.is_some() {
             return err(at("process"), "process is for a server command");
         }
+        if s.url.is_some() && s.sandbox.is_some() {
+            return err(at("sandbox"), "sandbox is for a server command");
+        }
         for (k, v) in &s.headers {
             let bad = |c: char| c.is_control() && c != '\t';
             if k.is_empty()
@@ -314,6 +320,7 @@ pub(super) fn mcp_config(
             preset: s.preset,
             map,
             process: s.process.unwrap_or_default(),
+            sandbox: s.sandbox,
         });
     }
     for (i, o) in raw.allowed_origins.iter().enumerate() {

@@ -16,6 +16,7 @@
 #![allow(unsafe_code)]
 
 mod init;
+pub mod profile;
 mod relay;
 mod rules;
 mod sys;
@@ -395,11 +396,17 @@ enum Namespaces {
 /// Bound on the status text the init sends back.
 const STATUS_MAX: u64 = 64 * 1024;
 
-fn run_inner(
-    spec: &Spec,
-    max_abi: Option<u32>,
-    go: impl FnOnce() -> bool,
-) -> Result<i32, SandboxError> {
+/// An init ready to start, with its pipes.
+struct Prepared {
+    cmd: Command,
+    payload: Vec<u8>,
+    spec_w: std::io::PipeWriter,
+    status_r: std::io::PipeReader,
+    /// The init's ends of the pipes, closed here once it is started.
+    init_ends: (std::io::PipeReader, std::io::PipeWriter),
+}
+
+fn prepare(spec: &Spec, max_abi: Option<u32>) -> Result<Prepared, SandboxError> {
     let kernel = sys::landlock_abi();
     let available = match max_abi {
         Some(cap) => kernel.map(|k| k.min(cap)).filter(|v| *v > 0),
@@ -409,8 +416,8 @@ fn run_inner(
         tracing::warn!(target: "portcullis::sandbox", "{gap}");
     }
     let io = |what| move |source| SandboxError::Io { what, source };
-    let (spec_r, mut spec_w) = std::io::pipe().map_err(io("creating the spec pipe"))?;
-    let (mut status_r, status_w) = std::io::pipe().map_err(io("creating the status pipe"))?;
+    let (spec_r, spec_w) = std::io::pipe().map_err(io("creating the spec pipe"))?;
+    let (status_r, status_w) = std::io::pipe().map_err(io("creating the status pipe"))?;
     let payload = serde_json::to_vec(&Wire::new(spec, max_abi))
         .map_err(|e| SandboxError::InvalidSpec(e.to_string()))?;
 
@@ -457,33 +464,97 @@ fn run_inner(
     // SAFETY: the hook only issues raw system calls (fcntl, prctl, getppid, unshare, open,
     // write, close) on data prepared before the fork; it allocates nothing and takes no lock.
     unsafe { cmd.pre_exec(hook) };
+    Ok(Prepared {
+        cmd,
+        payload,
+        spec_w,
+        status_r,
+        init_ends: (spec_r, status_w),
+    })
+}
 
-    let spawned = cmd.spawn();
-    drop(spec_r);
-    drop(status_w);
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(source) => {
-            let mut text = String::new();
-            let _ = (&mut status_r).take(STATUS_MAX).read_to_string(&mut text);
-            return Err(match text.lines().find_map(|l| l.strip_prefix("pre ")) {
-                Some(step) => SandboxError::Namespace {
-                    step: step.to_string(),
-                    hint: if sys::geteuid() == 0 {
-                        ""
-                    } else {
-                        " (unprivileged user namespaces may be disabled: \
-                         kernel.unprivileged_userns_clone, user.max_user_namespaces, or an LSM)"
-                    },
-                    source,
-                },
-                None => SandboxError::Spawn {
-                    exe: spec.init_exe.clone(),
-                    source,
-                },
-            });
+/// Why the init could not be started, from what its `pre_exec` hook said.
+fn spawn_failed(
+    spec: &Spec,
+    status_r: &mut std::io::PipeReader,
+    source: std::io::Error,
+) -> SandboxError {
+    let mut text = String::new();
+    let _ = status_r.take(STATUS_MAX).read_to_string(&mut text);
+    match text.lines().find_map(|l| l.strip_prefix("pre ")) {
+        Some(step) => SandboxError::Namespace {
+            step: step.to_string(),
+            hint: if sys::geteuid() == 0 {
+                ""
+            } else {
+                " (unprivileged user namespaces may be disabled: \
+                 kernel.unprivileged_userns_clone, user.max_user_namespaces, or an LSM)"
+            },
+            source,
+        },
+        None => SandboxError::Spawn {
+            exe: spec.init_exe.clone(),
+            source,
+        },
+    }
+}
+
+/// Sends the spec and reads the init's report to its end (it closes the pipe once the
+/// program runs, or on failure). Blocking.
+fn exchange(
+    mut spec_w: std::io::PipeWriter,
+    payload: &[u8],
+    status_r: std::io::PipeReader,
+) -> Result<String, SandboxError> {
+    // The init may have failed before reading; its report says why.
+    let _ = spec_w.write_all(payload);
+    drop(spec_w);
+    let mut text = String::new();
+    status_r
+        .take(STATUS_MAX)
+        .read_to_string(&mut text)
+        .map_err(|source| SandboxError::Io {
+            what: "reading the sandbox init's status",
+            source,
+        })?;
+    Ok(text)
+}
+
+/// The init's report: `Ok(true)` when it confirmed the program runs confined, `Ok(false)` when
+/// it said nothing, its error when it failed.
+fn confirmed(report: &str) -> Result<bool, SandboxError> {
+    let mut ok = false;
+    for line in report.lines() {
+        if let Some(msg) = line.strip_prefix("err ") {
+            return Err(SandboxError::Init(msg.to_string()));
         }
-    };
+        ok |= line == "ok";
+    }
+    Ok(ok)
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(128)
+}
+
+fn run_inner(
+    spec: &Spec,
+    max_abi: Option<u32>,
+    go: impl FnOnce() -> bool,
+) -> Result<i32, SandboxError> {
+    let Prepared {
+        mut cmd,
+        payload,
+        spec_w,
+        mut status_r,
+        init_ends,
+    } = prepare(spec, max_abi)?;
+    let spawned = cmd.spawn();
+    drop(init_ends);
+    let mut child = spawned.map_err(|e| spawn_failed(spec, &mut status_r, e))?;
     let wait = |child: &mut std::process::Child| loop {
         match child.wait() {
             Ok(s) => break Ok(s),
@@ -502,35 +573,70 @@ fn run_inner(
         wait(&mut child)?;
         return Err(SandboxError::CalledOff);
     }
-    // The init may have failed before reading; its report below says why.
-    let _ = spec_w.write_all(&payload);
-    drop(spec_w);
-    let mut text = String::new();
-    let read = (&mut status_r).take(STATUS_MAX).read_to_string(&mut text);
-    let status = wait(&mut child)?;
-    let code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(128);
-    if let Err(source) = read {
-        return Err(SandboxError::Io {
-            what: "reading the sandbox init's status",
-            source,
-        });
-    }
-    let mut ok = false;
-    for line in text.lines() {
-        if let Some(msg) = line.strip_prefix("err ") {
-            return Err(SandboxError::Init(msg.to_string()));
-        }
-        ok |= line == "ok";
-    }
-    if !ok {
+    let report = exchange(spec_w, &payload, status_r);
+    let code = exit_code(wait(&mut child)?);
+    if !confirmed(&report?)? {
         return Err(SandboxError::Init(format!(
             "the init exited (code {code}) before confirming the sandbox"
         )));
     }
     Ok(code)
+}
+
+/// Starts the program of `spec` in the sandbox with its stdin and stdout piped to this process
+/// (its stderr is ours): for a program spoken to over them, such as an MCP server. Returns
+/// once the program runs confined. The child is the sandbox's init: it exits with the
+/// program's status (128 + signal), kills what the program left behind, and passes on
+/// SIGTERM ([`terminate`]); killing it (or dropping the child) kills the program.
+///
+/// Call it on a runtime worker thread, not a blocking-pool one: the init's parent-death signal
+/// is tied to the calling thread, and a worker lives as long as its runtime.
+pub async fn spawn_piped(spec: &Spec) -> Result<tokio::process::Child, SandboxError> {
+    let Prepared {
+        cmd,
+        payload,
+        spec_w,
+        mut status_r,
+        init_ends,
+    } = prepare(spec, None)?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let spawned = cmd.spawn();
+    drop(init_ends);
+    let mut child = spawned.map_err(|e| spawn_failed(spec, &mut status_r, e))?;
+    let report = tokio::task::spawn_blocking(move || exchange(spec_w, &payload, status_r))
+        .await
+        .unwrap_or_else(|e| {
+            Err(SandboxError::Io {
+                what: "reading the sandbox init's status",
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+    match report.and_then(|r| confirmed(&r)) {
+        Ok(true) => Ok(child),
+        Ok(false) => {
+            let code = child.wait().await.map_or(128, exit_code);
+            Err(SandboxError::Init(format!(
+                "the init exited (code {code}) before confirming the sandbox"
+            )))
+        }
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            Err(e)
+        }
+    }
+}
+
+/// Asks the program in the sandbox of `init` (from [`spawn_piped`]) to end: SIGTERM to its
+/// init, which passes it to the program's process group and, once the program is gone, kills
+/// whatever is left of it. Nothing happens when the init was already reaped.
+pub fn terminate(init: &tokio::process::Child) {
+    if let Some(pid) = init.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+        sys::kill(pid, libc::SIGTERM);
+    }
 }
 
 /// The body of the hidden `__sandbox-init` subcommand. Not for direct use.

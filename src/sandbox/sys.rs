@@ -623,3 +623,11 @@ pub(crate) fn install_seccomp(filter: &SeccompFilter) -> io::Result<()> {
     })
     .map(drop)
 }
+
+/// Sends `sig` to the single process `pid`.
+pub(crate) fn kill(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: kill takes integers only; pid > 0 is one process, never a group.
+    if pid > 0 {
+        unsafe { libc::kill(pid, sig) };
+    }
+}

@@ -195,13 +195,8 @@ pub async fn start_with(config: Config, extra: Extra) -> Result<Running, ServeEr
         egress,
         approval_timeout: config.approvals.timeout,
         identities: Identities::new(&config.identity),
-        mcp: crate::proxy::mcp::http::Sessions::new(
-            gate.clone(),
-            config.mcp.clone(),
-            config.server.max_body_bytes,
-            Arc::new(pins),
-            config.workspace.roots.first().cloned(),
-        ),
+        mcp: crate::proxy::mcp::http::Sessions::new(gate.clone(), &config, Arc::new(pins))
+            .map_err(ServeError::Config)?,
         gate,
         metrics: metrics.clone(),
         state,

@@ -35,6 +35,27 @@ pub fn python() -> PathBuf {
     installed(root().join("target/test-venv/bin/python"))
 }
 
+/// A `[run.profiles.NAME]` that lets the test venv's Python (and the fixtures) run in a
+/// sandbox, with `read` and `write` roots added (TOML strings, relative to the config).
+pub fn python_profile(name: &str, read: &[&str], write: &[&str]) -> String {
+    let out = std::process::Command::new(python())
+        .args(["-c", "import sys; print(sys.base_prefix)"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // The interpreter the venv links to may live outside /usr (pyenv).
+    let base = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let venv = root().join("target/test-venv");
+    let mut reads = vec![format!("{venv:?}"), format!("{:?}", fixtures())];
+    reads.extend(read.iter().map(|r| format!("{r:?}")));
+    let writes: Vec<String> = write.iter().map(|w| format!("{w:?}")).collect();
+    format!(
+        "[run.profiles.{name}]\nread = [{}]\nwrite = [{}]\nexec = [{base:?}]\n",
+        reads.join(", "),
+        writes.join(", ")
+    )
+}
+
 /// A path under the fixtures' `node_modules`.
 pub fn node_module(path: &str) -> String {
     installed(fixtures().join("node_modules").join(path))

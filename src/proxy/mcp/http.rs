@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::relay::{Relay, RelayConfig};
 use super::shared::SharedServer;
 use super::{jsonrpc, pins::Pins, stdio, upstream};
-use crate::config::{McpConfig, McpServer, Process};
+use crate::config::{Config, McpConfig, McpServer, Process};
 use crate::gate::Gate;
 use crate::gate::identity::Caller;
 use crate::sync::lock;
@@ -42,8 +42,8 @@ pub struct Sessions {
     cfg: McpConfig,
     max_body_bytes: usize,
     pins: Arc<Pins>,
-    /// Where stdio servers run: the first workspace root.
-    cwd: Option<std::path::PathBuf>,
+    /// How each stdio server is started, by name.
+    spawns: HashMap<String, stdio::Spawn>,
     map: Mutex<HashMap<String, Arc<Session>>>,
     /// The process of each `process = "shared"` server, started with its first session.
     shared: Mutex<HashMap<String, Arc<SharedServer>>>,
@@ -82,23 +82,23 @@ struct Route {
 }
 
 impl Sessions {
-    pub fn new(
-        gate: Arc<Gate>,
-        cfg: McpConfig,
-        max_body_bytes: usize,
-        pins: Arc<Pins>,
-        cwd: Option<std::path::PathBuf>,
-    ) -> Sessions {
-        Sessions {
+    /// The sessions of `config`'s servers. The error says why one of them cannot be started
+    /// as configured (a sandbox that cannot be had here).
+    pub fn new(gate: Arc<Gate>, config: &Config, pins: Arc<Pins>) -> Result<Sessions, String> {
+        let mut spawns = HashMap::new();
+        for s in config.mcp.servers.iter().filter(|s| s.url.is_none()) {
+            spawns.insert(s.name.clone(), stdio::Spawn::new(config, s)?);
+        }
+        Ok(Sessions {
             gate,
-            cfg,
-            max_body_bytes,
+            cfg: config.mcp.clone(),
+            max_body_bytes: config.server.max_body_bytes,
             pins,
-            cwd,
+            spawns,
             map: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
-        }
+        })
     }
 
     pub fn config(&self) -> &McpConfig {
@@ -149,12 +149,13 @@ impl Sessions {
                 drop(tried);
             }
             None if server.process == Process::Shared => {
+                let spawn = self.spawn(server)?;
                 let shared = lock(&self.shared)
                     .entry(server.name.clone())
                     .or_insert_with(|| {
                         Arc::new(SharedServer::start(
                             server.name.clone(),
-                            self.spawn(server),
+                            spawn,
                             self.cfg.restart_backoff,
                             self.max_body_bytes,
                             self.stop.subscribe(),
@@ -164,7 +165,7 @@ impl Sessions {
                 shared.attach(relay.clone(), server_rx, quit_rx, tried);
             }
             None => {
-                let spawn = self.spawn(server);
+                let spawn = self.spawn(server)?;
                 let r = relay.clone();
                 let backoff = self.cfg.restart_backoff;
                 tokio::spawn(async move {
@@ -193,12 +194,14 @@ impl Sessions {
         Ok(session)
     }
 
-    fn spawn(&self, server: &McpServer) -> stdio::Spawn {
-        stdio::Spawn {
-            argv: server.command.clone(),
-            env: server.env.clone(),
-            cwd: self.cwd.clone(),
-        }
+    /// How the command `server` is started.
+    fn spawn(&self, server: &McpServer) -> Result<stdio::Spawn, OpenError> {
+        self.spawns.get(&server.name).cloned().ok_or_else(|| {
+            OpenError::Upstream(
+                server.name.clone(),
+                "no server command is configured".into(),
+            )
+        })
     }
 
     /// The session `id` of `agent` on `server`; another agent's session does not exist for it.

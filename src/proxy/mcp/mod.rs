@@ -36,6 +36,8 @@ pub enum McpError {
     Audit { path: PathBuf, message: String },
     #[error(transparent)]
     Pins(#[from] pins::PinError),
+    #[error("{0}; nothing was started")]
+    Sandbox(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -142,11 +144,7 @@ pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError
         let _ = stop_tx.send(true);
     });
     tracing::info!(mcp.server = %server.name, command = ?server.command, audit = %audit_path.display(), "stdio MCP wrapper starting");
-    let spawn = stdio::Spawn {
-        argv: server.command.clone(),
-        env: server.env.clone(),
-        cwd: config.workspace.roots.first().cloned(),
-    };
+    let spawn = stdio::Spawn::new(&config, &server).map_err(McpError::Sandbox)?;
     let backoff = config.mcp.restart_backoff;
     // Pipes (what MCP clients give their servers) are read and written on the runtime's own
     // reactor; anything else through tokio's blocking stdin/stdout.

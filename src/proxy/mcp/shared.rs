@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::BufReader;
-use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
 use super::jsonrpc::{self, Line, Message};
@@ -209,7 +208,7 @@ struct Mux {
 
 /// The running process: the child, and what its reader task read.
 struct Process {
-    child: Child,
+    server: stdio::Server,
     out: mpsc::Receiver<Read>,
     started: Instant,
 }
@@ -244,7 +243,7 @@ impl Mux {
         }
         let mut delay = backoff;
         let mut restart_at = None;
-        let mut process = match self.start(&spawn) {
+        let mut process = match self.start(&spawn).await {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::error!(mcp.server = %self.name, command = ?spawn.argv, error = %e, "cannot start the shared tool server");
@@ -305,7 +304,7 @@ impl Mux {
                 },
                 () = sleep_until(restart_at) => {
                     restart_at = None;
-                    match self.start(&spawn) {
+                    match self.start(&spawn).await {
                         Ok(p) => process = Some(p),
                         Err(e) => {
                             tracing::error!(mcp.server = %self.name, command = ?spawn.argv, error = %e, "cannot start the shared tool server");
@@ -318,21 +317,17 @@ impl Mux {
                 () = turned_on(&mut stop) => break,
             }
         }
-        // Stopped: close stdin, give it a moment, kill.
+        // Stopped: close stdin, give it a moment, stop it.
         self.stdin = None;
-        if let Some(mut p) = process
-            && tokio::time::timeout(stdio::EXIT_GRACE, p.child.wait())
-                .await
-                .is_err()
-        {
-            let _ = p.child.start_kill();
-            let _ = p.child.wait().await;
+        if let Some(mut p) = process {
+            p.server.stop().await;
         }
         self.down("stopped");
     }
 
-    fn start(&mut self, spawn: &Spawn) -> std::io::Result<Process> {
-        let mut child = stdio::start(spawn)?;
+    async fn start(&mut self, spawn: &Spawn) -> std::io::Result<Process> {
+        let mut server = stdio::start(spawn).await?;
+        let child = &mut server.child;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("tool server pipes missing"));
         };
@@ -374,7 +369,7 @@ impl Mux {
         }
         tracing::info!(mcp.server = %self.name, pid = child.id(), sessions = self.sessions.len(), "shared tool server started");
         Ok(Process {
-            child,
+            server,
             out,
             started: Instant::now(),
         })
@@ -812,7 +807,7 @@ async fn next_event(process: &mut Option<Process>) -> Event {
     };
     tokio::select! {
         Some(r) = p.out.recv() => Event::Read(r),
-        status = p.child.wait() => Event::Exit(status),
+        status = p.server.child.wait() => Event::Exit(status),
     }
 }
 

@@ -16,15 +16,108 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 
 use super::relay::Relay;
+use crate::config::{Config, McpServer};
+use crate::sandbox::{self, Network, profile};
 
-/// How to start the server. The sandbox profile of "[5/5] Egress and sandbox" wraps this.
+/// How to start the server.
 #[derive(Debug, Clone)]
 pub struct Spawn {
     pub argv: Vec<String>,
+    /// Added to our environment (to the sandbox's, when there is one).
     pub env: BTreeMap<String, String>,
     /// The working directory: the first workspace root, the base the Gate resolves relative
     /// paths against, so the server opens what was decided.
     pub cwd: Option<std::path::PathBuf>,
+    /// The sandbox the server runs in (`[[mcp.servers]] sandbox`): the whole spec, its argv,
+    /// environment and working directory included, but for the temporary directory each
+    /// start gets.
+    pub sandbox: Option<Arc<sandbox::Spec>>,
+}
+
+impl Spawn {
+    /// How `server` is started: as it is, or (`sandbox = "PROFILE"`) confined by that run
+    /// profile in a network namespace of its own with nothing behind it. The error says why
+    /// the sandbox cannot be had here; nothing is then started unconfined.
+    pub fn new(config: &Config, server: &McpServer) -> Result<Spawn, String> {
+        let cwd = config.workspace.roots.first().cloned();
+        let sandbox = match &server.sandbox {
+            None => None,
+            Some(name) => Some(Arc::new(
+                confined(config, server, name, cwd.clone())
+                    .map_err(|e| format!("MCP server {:?}, sandbox {name:?}: {e}", server.name))?,
+            )),
+        };
+        Ok(Spawn {
+            argv: server.command.clone(),
+            env: server.env.clone(),
+            cwd,
+            sandbox,
+        })
+    }
+}
+
+fn confined(
+    config: &Config,
+    server: &McpServer,
+    name: &str,
+    cwd: Option<std::path::PathBuf>,
+) -> Result<sandbox::Spec, String> {
+    let profile = config
+        .run
+        .profile(name, &config.workspace.roots)
+        .ok_or_else(|| format!("no profile {name:?} in [run.profiles]"))?;
+    let network = profile::network(&profile)?;
+    if matches!(network, Network::PortsOnly { .. }) {
+        tracing::warn!(mcp.server = %server.name, "{}", profile::PORTS_ONLY_WARNING);
+    }
+    let fs = profile::fs_rules(&profile);
+    profile::check_protected(config, &fs)?;
+    let mut env = profile::base_env(&profile);
+    for (k, v) in &server.env {
+        profile::set_var(&mut env, k, v.clone());
+    }
+    let spec = sandbox::Spec {
+        init_exe: std::env::current_exe()
+            .map_err(|e| format!("finding the portcullis binary: {e}"))?,
+        argv: server.command.iter().map(Into::into).collect(),
+        env,
+        cwd: cwd.unwrap_or_else(|| "/".into()),
+        fs,
+        landlock: profile::enforcement(&profile),
+        network,
+    };
+    // Refusals (a required Landlock ABI the kernel lacks, a missing write root) are said now;
+    // what a best-effort profile leaves unenforced is logged at every start.
+    sandbox::preflight(&spec).map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// A started server process. A sandboxed one's child is the sandbox's init (it exits with the
+/// server's status), and its temporary directory goes with it.
+pub(super) struct Server {
+    pub child: Child,
+    _tmp: Option<profile::PrivateDir>,
+}
+
+impl Server {
+    /// After its stdin was closed: give it [`EXIT_GRACE`] to exit, then SIGTERM (a sandbox's
+    /// init passes it to the server's whole process group) and as long again, then kill it.
+    pub(super) async fn stop(&mut self) {
+        if tokio::time::timeout(EXIT_GRACE, self.child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        sandbox::terminate(&self.child);
+        if tokio::time::timeout(EXIT_GRACE, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
 }
 
 /// Longest wait for a server to exit after its stdin closed, before it is killed.
@@ -169,7 +262,7 @@ pub async fn supervise(
     let mut delay = backoff;
     loop {
         let started = Instant::now();
-        let mut child = match start(&spawn) {
+        let mut server = match start(&spawn).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(command = ?spawn.argv, error = %e, "cannot start the tool server");
@@ -182,6 +275,7 @@ pub async fn supervise(
                 continue;
             }
         };
+        let child = &mut server.child;
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("tool server pipes missing"));
         };
@@ -232,15 +326,9 @@ pub async fn supervise(
             }
         };
         let Some(status) = exit else {
-            // Told to quit: close stdin, give it a moment, kill.
+            // Told to quit: close stdin, give it a moment, stop it.
             drop(stdin);
-            if tokio::time::timeout(EXIT_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-            }
+            server.stop().await;
             let _ = tokio::time::timeout(DRAIN, server_reader).await;
             relay.server_down("stopped").await;
             break;
@@ -263,7 +351,25 @@ pub async fn supervise(
     Ok(())
 }
 
-pub(super) fn start(spawn: &Spawn) -> std::io::Result<Child> {
+/// Start the server, in its sandbox when it has one.
+pub(super) async fn start(spawn: &Spawn) -> std::io::Result<Server> {
+    let Some(template) = &spawn.sandbox else {
+        return start_plain(spawn).map(|child| Server { child, _tmp: None });
+    };
+    let tmp = profile::PrivateDir::create("mcp")?;
+    let mut spec = (**template).clone();
+    spec.fs.write.push(tmp.path().to_path_buf());
+    profile::set_var(&mut spec.env, "TMPDIR", tmp.path().display().to_string());
+    let child = sandbox::spawn_piped(&spec)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(Server {
+        child,
+        _tmp: Some(tmp),
+    })
+}
+
+fn start_plain(spawn: &Spawn) -> std::io::Result<Child> {
     let (cmd, args) = spawn
         .argv
         .split_first()
