@@ -106,6 +106,11 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start(servers: &str) -> Gateway {
+        Gateway::start_in(None, servers)
+    }
+
+    /// As [`Gateway::start`], in `net`'s `px` namespace when given.
+    fn start_in(net: Option<&common::netns::Net>, servers: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path().join("ws");
         std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
@@ -142,7 +147,9 @@ allowed_origins = ["http://app.example.test"]
                 .replace("{dir}", &dir.path().to_string_lossy()),
         );
         std::fs::write(dir.path().join("portcullis.toml"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let bin = env!("CARGO_BIN_EXE_portcullis");
+        let mut child = net
+            .map_or_else(|| Command::new(bin), |n| n.px(bin))
             .current_dir(dir.path())
             .args([
                 "--log",
@@ -218,7 +225,19 @@ allowed_origins = ["http://app.example.test"]
 }
 
 fn sdk_at(url: &str, server: &str, key: &str, steps: Value) -> Vec<Value> {
-    let out = Command::new(python())
+    sdk_in(None, url, server, key, steps)
+}
+
+/// As [`sdk_at`], in `net`'s `px` namespace when given.
+fn sdk_in(
+    net: Option<&common::netns::Net>,
+    url: &str,
+    server: &str,
+    key: &str,
+    steps: Value,
+) -> Vec<Value> {
+    let out = net
+        .map_or_else(|| Command::new(python()), |n| n.px(python()))
         .arg(fixtures().join("client.py"))
         .arg(steps.to_string())
         .arg(format!("{url}/mcp/{server}"))
@@ -852,4 +871,64 @@ fn a_gateway_whose_sandboxed_server_could_rewrite_its_config_does_not_start() {
         !String::from_utf8_lossy(&out.stdout).contains("listening"),
         "nothing was served"
     );
+}
+
+#[test]
+fn a_sandboxed_server_reaches_the_network_only_through_the_proxy_as_its_session() {
+    use common::netns::{EXT_IP, Net};
+    let net = Net::new();
+    let probe = fixtures().join("probe_server.py");
+    let py = python();
+    let gw = Gateway::start_in(
+        Some(&net),
+        &format!(
+            "[[mcp.servers]]\nname = \"probe\"\nsandbox = \"tools\"\ncommand = [{py:?}, {probe:?}]\n\
+             [network]\nallow_cidrs = [\"203.0.113.0/24\"]\n{}",
+            common::python_profile("tools", &["{ws}"], &["{ws}"]),
+        ),
+    );
+    let out = sdk_in(
+        Some(&net),
+        &gw.url,
+        "probe",
+        AGENT_KEY,
+        json!([
+            {"op": "call", "name": "fetch", "args": {"url": "http://ext.test/from-a-tool"}},
+            {"op": "call", "name": "connect", "args": {"host": EXT_IP, "port": 80}},
+            {"op": "call", "name": "fetch", "args": {"url": format!("{}/healthz", gw.admin)}},
+        ]),
+    );
+    // Through the proxy, to the host the name resolves to for the proxy.
+    let fetched = text(&out[0]);
+    assert!(
+        fetched.contains(&format!("{EXT_IP}:80")) && fetched.contains("/from-a-tool"),
+        "{out:?}"
+    );
+    // Around it there is no route.
+    assert!(text(&out[1]).starts_with("error: "), "{out:?}");
+    // Through it, the gateway's own listeners are refused.
+    assert!(!text(&out[2]).contains("ok"), "{out:?}");
+    assert_eq!(
+        net.hits(&format!("{EXT_IP}:80")),
+        1,
+        "only the proxied connection"
+    );
+    // The fetch was decided as the MCP session's agent, in the MCP session.
+    let records = gw.audit();
+    let calls = calls_of(&records, "fetch");
+    let egress: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "decision" && r["action"]["via"] == "egress")
+        .collect();
+    assert_eq!(egress.len(), 2, "{egress:#?}");
+    for e in &egress {
+        assert_eq!(e["action"]["agent"]["id"], "agent-one");
+        assert_eq!(
+            e["action"]["session"]["id"],
+            calls[0]["action"]["session"]["id"]
+        );
+    }
+    assert_eq!(egress[0]["action"]["http"]["host"], "ext.test");
+    assert_eq!(egress[0]["decision"]["outcome"], "allow");
+    assert_ne!(egress[1]["decision"]["outcome"], "allow");
 }

@@ -16,11 +16,10 @@ use clap::Args;
 
 use super::{Failure, load_config};
 use crate::config::{AgentConfig, Config, ConfigSource, RunProfile};
-use crate::sandbox::profile::{self, PrivateDir, set_var};
+use crate::sandbox::profile::{self, PROXY_PORT, PrivateDir, set_var};
 use crate::sandbox::{self, Network, Spec};
 
-/// Where the proxy and the gateway are, inside the sandbox's network namespace.
-const PROXY_PORT: u16 = 3128;
+/// Where the gateway is inside the sandbox's network namespace (the proxy: `PROXY_PORT`).
 const GATEWAY_PORT: u16 = 8080;
 /// The variables that name the proxy or the gateway (rewritten to TCP ports in the fallback).
 const OURS: &[&str] = &[
@@ -228,16 +227,7 @@ fn environment(
     let mut env = profile::base_env(profile);
     let proxy = format!("http://{session}:{key}@127.0.0.1:{PROXY_PORT}");
     let gateway = format!("http://127.0.0.1:{GATEWAY_PORT}");
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        set_var(&mut env, k, proxy.clone());
-    }
+    profile::set_proxy(&mut env, &proxy);
     // The gateway is reached directly; through the proxy it would be a loopback address.
     set_var(&mut env, "NO_PROXY", "127.0.0.1,localhost".into());
     set_var(&mut env, "no_proxy", "127.0.0.1,localhost".into());

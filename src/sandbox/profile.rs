@@ -77,6 +77,24 @@ pub fn base_env(profile: &RunProfile) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
+/// Where the egress proxy is inside a sandbox's network namespace (relayed to a Unix socket
+/// outside).
+pub const PROXY_PORT: u16 = 3128;
+
+/// Point every proxy variable the usual clients read at `url`.
+pub fn set_proxy(env: &mut Vec<(OsString, OsString)>, url: &str) {
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        set_var(env, k, url.to_string());
+    }
+}
+
 /// Set `k` to `v`, replacing what was there.
 pub fn set_var(env: &mut Vec<(OsString, OsString)>, k: &str, v: String) {
     env.retain(|(e, _)| e != k);

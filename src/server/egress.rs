@@ -91,6 +91,46 @@ fn credentials(v: &str) -> Result<(Option<String>, Option<String>), String> {
     Ok((Some(user.to_string()), key))
 }
 
+/// The egress proxy of sandboxed MCP servers: one Unix socket per MCP session, reachable only
+/// through that session's sandbox relay, so every connection on it is the session's (no
+/// credentials are asked or read: the socket is the credential).
+pub struct SessionEgress {
+    pub egress: Arc<crate::proxy::egress::Egress>,
+    pub limits: crate::config::ServerConfig,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl crate::proxy::mcp::http::SessionEgress for SessionEgress {
+    fn serve(
+        &self,
+        path: &std::path::Path,
+        caller: &Caller,
+        session: &str,
+    ) -> std::io::Result<Box<dyn Send>> {
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let egress = self.egress.clone();
+        let who = Client {
+            caller: caller.clone(),
+            session: session.to_string(),
+        };
+        tokio::spawn(super::listener::run(
+            "egress-mcp",
+            super::listener::Bound::Unix(listener),
+            None,
+            self.limits.clone(),
+            self.metrics.clone(),
+            move |req, _conn| {
+                let (egress, who) = (egress.clone(), who.clone());
+                async move { egress.handle(who, req).await }
+            },
+            stopped,
+        ));
+        // Dropping the sender stops the listener.
+        Ok(Box::new(stop))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

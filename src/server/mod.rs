@@ -178,7 +178,11 @@ pub async fn start_with(config: Config, extra: Extra) -> Result<Running, ServeEr
     if let Some(l) = &egress_listener {
         own.push(l.local_addr()?);
     }
-    let egress = match egress_listener.is_some() || extra.egress.is_some() {
+    // Sandboxed per-session MCP servers reach the network through the proxy only.
+    let sandboxed = config.mcp.servers.iter().any(|s| {
+        s.sandbox.is_some() && s.url.is_none() && s.process == crate::config::Process::Session
+    });
+    let egress = match egress_listener.is_some() || extra.egress.is_some() || sandboxed {
         true => Some(Arc::new(
             crate::proxy::egress::Egress::new(
                 gate.clone(),
@@ -190,13 +194,25 @@ pub async fn start_with(config: Config, extra: Extra) -> Result<Running, ServeEr
         )),
         false => None,
     };
+    let mcp = crate::proxy::mcp::http::Sessions::new(
+        gate.clone(),
+        &config,
+        Arc::new(pins),
+        egress.clone().map(|egress| {
+            Arc::new(egress::SessionEgress {
+                egress,
+                limits: config.server.clone(),
+                metrics: metrics.clone(),
+            }) as Arc<dyn crate::proxy::mcp::http::SessionEgress>
+        }),
+    )
+    .map_err(ServeError::Config)?;
     let app = Arc::new(App {
         llm,
         egress,
         approval_timeout: config.approvals.timeout,
         identities: Identities::new(&config.identity),
-        mcp: crate::proxy::mcp::http::Sessions::new(gate.clone(), &config, Arc::new(pins))
-            .map_err(ServeError::Config)?,
+        mcp,
         gate,
         metrics: metrics.clone(),
         state,

@@ -2,12 +2,16 @@
 reach, for the sandboxed-server tests in tests/mcp.rs. Each tool returns what happened as
 text: the result, or `error: <errno name>`.
 
-Tools: read(path), write(path, text), connect(host, port), env(name) (`<unset>` when unset).
+Tools: read(path), write(path, text), connect(host, port), env(name) (`<unset>` when unset),
+fetch(url) (through the proxy the environment names, as urllib does: the body, `http <status>`
+or `error: <reason>`).
 """
 
 import errno
 import os
 import socket
+import urllib.error
+import urllib.request
 
 from mcp.server import MCPServer
 
@@ -44,6 +48,17 @@ def connect(host: str, port: int) -> str:
             return "connected"
     except OSError as e:
         return failed(e)
+
+
+@server.tool()
+def fetch(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:
+        return f"http {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        return f"error: {getattr(e, 'reason', e)}"
 
 
 @server.tool()

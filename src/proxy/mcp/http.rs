@@ -20,6 +20,8 @@ use super::{jsonrpc, pins::Pins, stdio, upstream};
 use crate::config::{Config, McpConfig, McpServer, Process};
 use crate::gate::Gate;
 use crate::gate::identity::Caller;
+use crate::sandbox::Network;
+use crate::sandbox::profile::{self, PrivateDir};
 use crate::sync::lock;
 
 /// Messages the server sent unasked while no stream was open, kept for the next one.
@@ -36,6 +38,20 @@ pub enum OpenError {
     Upstream(String, String),
 }
 
+/// How a sandboxed server of one MCP session reaches the network: the server layer serves
+/// the egress proxy on a Unix socket for that session alone, so what the server fetches is
+/// decided as the session's agent, in the session (the front ends do not know each other).
+pub trait SessionEgress: Send + Sync {
+    /// Serve egress for `caller` in `session` on a new Unix socket at `path`, until the
+    /// returned guard is dropped.
+    fn serve(
+        &self,
+        path: &std::path::Path,
+        caller: &Caller,
+        session: &str,
+    ) -> std::io::Result<Box<dyn Send>>;
+}
+
 /// Every open HTTP MCP session.
 pub struct Sessions {
     gate: Arc<Gate>,
@@ -44,6 +60,8 @@ pub struct Sessions {
     pins: Arc<Pins>,
     /// How each stdio server is started, by name.
     spawns: HashMap<String, stdio::Spawn>,
+    /// The network of sandboxed per-session servers; none: they have no network.
+    egress: Option<Arc<dyn SessionEgress>>,
     map: Mutex<HashMap<String, Arc<Session>>>,
     /// The process of each `process = "shared"` server, started with its first session.
     shared: Mutex<HashMap<String, Arc<SharedServer>>>,
@@ -84,7 +102,12 @@ struct Route {
 impl Sessions {
     /// The sessions of `config`'s servers. The error says why one of them cannot be started
     /// as configured (a sandbox that cannot be had here).
-    pub fn new(gate: Arc<Gate>, config: &Config, pins: Arc<Pins>) -> Result<Sessions, String> {
+    pub fn new(
+        gate: Arc<Gate>,
+        config: &Config,
+        pins: Arc<Pins>,
+        egress: Option<Arc<dyn SessionEgress>>,
+    ) -> Result<Sessions, String> {
         let mut spawns = HashMap::new();
         for s in config.mcp.servers.iter().filter(|s| s.url.is_none()) {
             spawns.insert(s.name.clone(), stdio::Spawn::new(config, s)?);
@@ -95,6 +118,7 @@ impl Sessions {
             max_body_bytes: config.server.max_body_bytes,
             pins,
             spawns,
+            egress,
             map: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
@@ -165,10 +189,14 @@ impl Sessions {
                 shared.attach(relay.clone(), server_rx, quit_rx, tried);
             }
             None => {
-                let spawn = self.spawn(server)?;
+                let mut spawn = self.spawn(server)?;
+                let network = self
+                    .session_network(&mut spawn, caller, &id)
+                    .map_err(|e| OpenError::Upstream(server.name.clone(), e.to_string()))?;
                 let r = relay.clone();
                 let backoff = self.cfg.restart_backoff;
                 tokio::spawn(async move {
+                    let _network = network;
                     if let Err(e) =
                         stdio::supervise(r, spawn, backoff, server_rx, quit_rx, tried).await
                     {
@@ -192,6 +220,35 @@ impl Sessions {
         lock(&self.map).insert(id, session.clone());
         tracing::info!(mcp.server = %server.name, agent = %caller.agent.id, mcp.session = %session.id, "MCP session opened");
         Ok(session)
+    }
+
+    /// A sandboxed server in its own network namespace gets the egress proxy there, relayed
+    /// to a socket served for this session only; what keeps that socket served is returned.
+    fn session_network(
+        &self,
+        spawn: &mut stdio::Spawn,
+        caller: &Caller,
+        session: &str,
+    ) -> std::io::Result<Option<(Box<dyn Send>, PrivateDir)>> {
+        let (Some(egress), Some(spec)) = (&self.egress, &spawn.sandbox) else {
+            return Ok(None);
+        };
+        if !matches!(spec.network, Network::Isolated { .. }) {
+            return Ok(None);
+        }
+        let dir = PrivateDir::create("mcp-egress")?;
+        let sock = dir.path().join("egress.sock");
+        let serving = egress.serve(&sock, caller, session)?;
+        let mut spec = (**spec).clone();
+        spec.network = Network::Isolated {
+            relays: vec![(profile::PROXY_PORT, sock)],
+        };
+        profile::set_proxy(
+            &mut spec.env,
+            &format!("http://127.0.0.1:{}", profile::PROXY_PORT),
+        );
+        spawn.sandbox = Some(Arc::new(spec));
+        Ok(Some((serving, dir)))
     }
 
     /// How the command `server` is started.
