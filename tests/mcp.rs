@@ -848,3 +848,74 @@ fn a_sandbox_that_could_rewrite_the_audit_log_starts_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_sandboxed_server_of_the_wrapper_reaches_the_network_only_through_its_proxy() {
+    use common::netns::{EXT_IP, Net};
+    let net = Net::new();
+    let env = Env::new(&format!(
+        "[network]\nallow_cidrs = [\"203.0.113.0/24\"]\n{}",
+        common::python_profile("tools", &["ws"], &["ws"])
+    ));
+    let probe = fixtures().join("probe_server.py");
+    let py = python();
+    let mut argv = env.wrap(&[py.to_str().unwrap(), probe.to_str().unwrap()]);
+    let at = argv.iter().position(|a| a == "--").unwrap();
+    argv.splice(
+        at..at,
+        ["--name", "probe", "--sandbox", "tools"].map(String::from),
+    );
+    let steps = json!([
+        {"op": "call", "name": "fetch", "args": {"url": "http://ext.test/from-the-wrapper"}},
+        {"op": "call", "name": "connect", "args": {"host": EXT_IP, "port": 80}},
+        {"op": "call", "name": "fetch", "args": {"url": "http://10.99.0.10/"}},
+    ]);
+    let out = net
+        .px(python())
+        .arg(fixtures().join("client.py"))
+        .arg(steps.to_string())
+        .args(&argv)
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let fetched = text(&lines[1]);
+    assert!(
+        fetched.contains(&format!("{EXT_IP}:80")) && fetched.contains("/from-the-wrapper"),
+        "{stdout}"
+    );
+    assert!(
+        text(&lines[2]).starts_with("error: "),
+        "no route around it: {stdout}"
+    );
+    // A private address is refused by the proxy's policy, so the server is told so.
+    assert_eq!(text(&lines[3]), "http 403", "{stdout}");
+    assert_eq!(net.hits(&format!("{EXT_IP}:80")), 1);
+    // One audit chain: the calls and the server's requests, in the wrapper's one session.
+    let records = env.audit("probe");
+    let call = decisions(&records, "tool_call")[0];
+    let egress: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "decision" && r["action"]["via"] == "egress")
+        .collect();
+    assert_eq!(egress.len(), 2, "{egress:#?}");
+    for e in &egress {
+        assert_eq!(
+            e["action"]["session"]["id"],
+            call["action"]["session"]["id"]
+        );
+        assert_eq!(e["action"]["agent"]["id"], call["action"]["agent"]["id"]);
+    }
+    assert_eq!(egress[0]["decision"]["outcome"], "allow");
+    assert_eq!(egress[1]["decision"]["outcome"], "deny");
+    env.verify("probe");
+}

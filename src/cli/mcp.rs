@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::Args;
@@ -88,6 +89,19 @@ pub fn run(args: McpArgs) -> Result<ExitCode, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(mcp::run_stdio(config, server))?;
+    // A sandboxed server's one way out: the egress proxy, in this process, as its session.
+    let egress: Option<mcp::EgressFactory> = server.sandbox.is_some().then(|| {
+        let (cfg, limits) = (config.egress.clone(), config.server.clone());
+        Box::new(move |gate| {
+            let max = limits.max_connections;
+            let egress = crate::proxy::egress::Egress::new(gate, cfg, &[], max)?;
+            Ok(Arc::new(crate::server::egress::SessionEgress {
+                egress: Arc::new(egress),
+                limits,
+                metrics: Arc::new(crate::metrics::Metrics::new()),
+            }) as Arc<dyn mcp::SessionEgress>)
+        }) as mcp::EgressFactory
+    });
+    runtime.block_on(mcp::run_stdio(config, server, egress))?;
     Ok(ExitCode::SUCCESS)
 }

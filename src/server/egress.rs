@@ -100,7 +100,7 @@ pub struct SessionEgress {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-impl crate::proxy::mcp::http::SessionEgress for SessionEgress {
+impl crate::proxy::mcp::SessionEgress for SessionEgress {
     fn serve(
         &self,
         path: &std::path::Path,

@@ -203,7 +203,7 @@ pub async fn start_with(config: Config, extra: Extra) -> Result<Running, ServeEr
                 egress,
                 limits: config.server.clone(),
                 metrics: metrics.clone(),
-            }) as Arc<dyn crate::proxy::mcp::http::SessionEgress>
+            }) as Arc<dyn crate::proxy::mcp::SessionEgress>
         }),
     )
     .map_err(ServeError::Config)?;

@@ -16,12 +16,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::relay::{Relay, RelayConfig};
 use super::shared::SharedServer;
-use super::{jsonrpc, pins::Pins, stdio, upstream};
+use super::{SessionEgress, jsonrpc, pins::Pins, stdio, upstream};
 use crate::config::{Config, McpConfig, McpServer, Process};
 use crate::gate::Gate;
 use crate::gate::identity::Caller;
-use crate::sandbox::Network;
-use crate::sandbox::profile::{self, PrivateDir};
 use crate::sync::lock;
 
 /// Messages the server sent unasked while no stream was open, kept for the next one.
@@ -36,20 +34,6 @@ pub enum OpenError {
     Full(usize),
     #[error("server {0:?} cannot be reached: {1}")]
     Upstream(String, String),
-}
-
-/// How a sandboxed server of one MCP session reaches the network: the server layer serves
-/// the egress proxy on a Unix socket for that session alone, so what the server fetches is
-/// decided as the session's agent, in the session (the front ends do not know each other).
-pub trait SessionEgress: Send + Sync {
-    /// Serve egress for `caller` in `session` on a new Unix socket at `path`, until the
-    /// returned guard is dropped.
-    fn serve(
-        &self,
-        path: &std::path::Path,
-        caller: &Caller,
-        session: &str,
-    ) -> std::io::Result<Box<dyn Send>>;
 }
 
 /// Every open HTTP MCP session.
@@ -190,9 +174,13 @@ impl Sessions {
             }
             None => {
                 let mut spawn = self.spawn(server)?;
-                let network = self
-                    .session_network(&mut spawn, caller, &id)
-                    .map_err(|e| OpenError::Upstream(server.name.clone(), e.to_string()))?;
+                let network = match &self.egress {
+                    Some(egress) => {
+                        stdio::session_network(&mut spawn, egress.as_ref(), caller, &id)
+                            .map_err(|e| OpenError::Upstream(server.name.clone(), e.to_string()))?
+                    }
+                    None => None,
+                };
                 let r = relay.clone();
                 let backoff = self.cfg.restart_backoff;
                 tokio::spawn(async move {
@@ -220,35 +208,6 @@ impl Sessions {
         lock(&self.map).insert(id, session.clone());
         tracing::info!(mcp.server = %server.name, agent = %caller.agent.id, mcp.session = %session.id, "MCP session opened");
         Ok(session)
-    }
-
-    /// A sandboxed server in its own network namespace gets the egress proxy there, relayed
-    /// to a socket served for this session only; what keeps that socket served is returned.
-    fn session_network(
-        &self,
-        spawn: &mut stdio::Spawn,
-        caller: &Caller,
-        session: &str,
-    ) -> std::io::Result<Option<(Box<dyn Send>, PrivateDir)>> {
-        let (Some(egress), Some(spec)) = (&self.egress, &spawn.sandbox) else {
-            return Ok(None);
-        };
-        if !matches!(spec.network, Network::Isolated { .. }) {
-            return Ok(None);
-        }
-        let dir = PrivateDir::create("mcp-egress")?;
-        let sock = dir.path().join("egress.sock");
-        let serving = egress.serve(&sock, caller, session)?;
-        let mut spec = (**spec).clone();
-        spec.network = Network::Isolated {
-            relays: vec![(profile::PROXY_PORT, sock)],
-        };
-        profile::set_proxy(
-            &mut spec.env,
-            &format!("http://127.0.0.1:{}", profile::PROXY_PORT),
-        );
-        spawn.sandbox = Some(Arc::new(spec));
-        Ok(Some((serving, dir)))
     }
 
     /// How the command `server` is started.

@@ -27,6 +27,25 @@ use crate::normalize::Context;
 use crate::policy::{PolicyFiles, PolicySet};
 use relay::{Relay, RelayConfig};
 
+/// How a sandboxed server of one MCP session reaches the network: the server layer serves
+/// the egress proxy on a Unix socket for that session alone, so what the server fetches is
+/// decided as the session's agent, in the session (the front ends do not know each other).
+pub trait SessionEgress: Send + Sync {
+    /// Serve egress for `caller` in `session` on a new Unix socket at `path`, until the
+    /// returned guard is dropped.
+    fn serve(
+        &self,
+        path: &std::path::Path,
+        caller: &Caller,
+        session: &str,
+    ) -> std::io::Result<Box<dyn Send>>;
+}
+
+/// Builds the egress of a sandboxed stdio wrapper's server from its Gate (the caller knows the
+/// egress front end; this one does not).
+pub type EgressFactory =
+    Box<dyn FnOnce(Arc<Gate>) -> Result<Arc<dyn SessionEgress>, String> + Send>;
+
 /// Why the stdio wrapper could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
@@ -54,8 +73,14 @@ pub fn stdio_audit_path(audit: &Path, server: &str) -> PathBuf {
 }
 
 /// Run `server` as a stdio MCP server behind the Gate, relaying our stdin and stdout, until the
-/// client closes stdin or SIGTERM/SIGINT.
-pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError> {
+/// client closes stdin or SIGTERM/SIGINT. A sandboxed server reaches the network only through
+/// the egress `egress` builds, as this wrapper's session; without it, not at all.
+pub async fn run_stdio(
+    config: Config,
+    server: McpServer,
+    egress: Option<EgressFactory>,
+) -> Result<(), McpError> {
+    let mut spawn = stdio::Spawn::new(&config, &server).map_err(McpError::Sandbox)?;
     let files = match &config.policy.dir {
         Some(dir) => PolicyFiles::from_dir(dir).map_err(|e| McpError::Policy(e.to_string()))?,
         None => PolicyFiles::embedded(),
@@ -113,6 +138,13 @@ pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError
         .and_then(crate::config::preset)
         .unwrap_or_default();
     map.extend(server.map.iter().cloned());
+    let network = match egress {
+        Some(build) if spawn.sandbox.is_some() => {
+            let egress = build(gate.clone()).map_err(McpError::Sandbox)?;
+            stdio::session_network(&mut spawn, egress.as_ref(), &caller, &session)?
+        }
+        _ => None,
+    };
     let (client_tx, client_rx) = mpsc::channel(256);
     let (server_tx, server_rx) = mpsc::channel(256);
     let relay = Arc::new(Relay::new(
@@ -144,7 +176,6 @@ pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError
         let _ = stop_tx.send(true);
     });
     tracing::info!(mcp.server = %server.name, command = ?server.command, audit = %audit_path.display(), "stdio MCP wrapper starting");
-    let spawn = stdio::Spawn::new(&config, &server).map_err(McpError::Sandbox)?;
     let backoff = config.mcp.restart_backoff;
     // Pipes (what MCP clients give their servers) are read and written on the runtime's own
     // reactor; anything else through tokio's blocking stdin/stdout.
@@ -163,6 +194,7 @@ pub async fn run_stdio(config: Config, server: McpServer) -> Result<(), McpError
             .await
         }
     };
+    drop(network);
     // Records still queued are written and synced before we exit.
     tokio::task::spawn_blocking(move || audit.close())
         .await

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::relay::Relay;
 use crate::config::{Config, McpServer};
+use crate::gate::identity::Caller;
 use crate::sandbox::{self, Network, profile};
 
 /// How to start the server.
@@ -90,6 +91,35 @@ fn confined(
     // what a best-effort profile leaves unenforced is logged at every start.
     sandbox::preflight(&spec).map_err(|e| e.to_string())?;
     Ok(spec)
+}
+
+/// A sandboxed server in its own network namespace gets the egress proxy there, relayed to a
+/// socket served for `caller` in `session` alone; what keeps that socket served is returned.
+pub fn session_network(
+    spawn: &mut Spawn,
+    egress: &dyn super::SessionEgress,
+    caller: &Caller,
+    session: &str,
+) -> std::io::Result<Option<(Box<dyn Send>, profile::PrivateDir)>> {
+    let Some(spec) = &spawn.sandbox else {
+        return Ok(None);
+    };
+    if !matches!(spec.network, Network::Isolated { .. }) {
+        return Ok(None);
+    }
+    let dir = profile::PrivateDir::create("mcp-egress")?;
+    let sock = dir.path().join("egress.sock");
+    let serving = egress.serve(&sock, caller, session)?;
+    let mut spec = (**spec).clone();
+    spec.network = Network::Isolated {
+        relays: vec![(profile::PROXY_PORT, sock)],
+    };
+    profile::set_proxy(
+        &mut spec.env,
+        &format!("http://127.0.0.1:{}", profile::PROXY_PORT),
+    );
+    spawn.sandbox = Some(Arc::new(spec));
+    Ok(Some((serving, dir)))
 }
 
 /// A started server process. A sandboxed one's child is the sandbox's init (it exits with the
