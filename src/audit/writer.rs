@@ -1,9 +1,15 @@
 //! The handle callers submit through, and the single thread that owns the log file.
 //!
-//! Callers never touch the file: `submit` formats nothing and takes no lock beyond the
-//! channel's, so the request path cannot be slowed by the disk except through a full queue.
-//! The writer thread blocks for the first message, drains up to `max_batch` more, formats them
-//! into one buffer, writes it with one `write_all`, syncs it once and then answers every receipt.
+//! Durable mode: callers never touch the file: `submit` formats nothing and takes no lock
+//! beyond the channel's, so the request path cannot be slowed by the disk except through a full
+//! queue. The writer thread blocks for the first message, drains up to `max_batch` more, formats
+//! them into one buffer, writes it with one `write_all`, syncs it once and then answers every
+//! receipt.
+//!
+//! Buffered mode has no `fdatasync` to share, so there is nothing to batch for: `submit` formats
+//! and writes the record itself, under the writer's lock, and returns a receipt that is already
+//! answered. A `write` to the page cache costs less than the two thread wake-ups a hand-off
+//! takes (to the writer and back), and those were most of what a decision's record cost.
 
 use crate::sync::lock;
 use std::fs::{self, File, OpenOptions};
@@ -60,6 +66,10 @@ struct Handle {
     state: Arc<State>,
     closing: AtomicBool,
     thread: Mutex<Option<JoinHandle<Result<(), AuditError>>>>,
+    /// The log's state and file, shared with the writer thread.
+    writer: Arc<Mutex<Writer>>,
+    /// Buffered: `submit` writes on the caller's thread.
+    inline: bool,
 }
 
 /// Shared by the handles and the writer thread. Kept apart from `Handle` so that the thread does
@@ -103,6 +113,8 @@ struct Writer {
     next_segment: u64,
     batch: Batch,
     hooks: TestHooks,
+    /// Set by `finish`: nothing more is written.
+    closed: bool,
 }
 
 /// The open, locked active file and who it is on disk.
@@ -184,16 +196,24 @@ impl AuditLog {
         };
         let state = Arc::new(State::default());
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
-        let writer = Writer::new(&cfg, resume, Arc::clone(&state), hooks);
+        let writer = Arc::new(Mutex::new(Writer::new(
+            &cfg,
+            resume,
+            Arc::clone(&state),
+            hooks,
+        )));
+        let shared = Arc::clone(&writer);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || Writer::run(&shared, rx))
             .map_err(AuditError::io("start the writer thread for", &cfg.path))?;
         let inner = Handle {
             tx,
             state,
             closing: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
+            writer,
+            inline: cfg.durability == Durability::Buffered,
         };
         Ok((
             AuditLog {
@@ -212,6 +232,17 @@ impl AuditLog {
     pub fn submit(&self, entry: Entry) -> Result<Receipt, AuditError> {
         let (reply, rx) = oneshot::channel();
         let state = &self.inner.state;
+        if self.inner.inline {
+            let mut writer = lock(&self.inner.writer);
+            if writer.closed || self.inner.closing.load(Ordering::SeqCst) {
+                return Err(AuditError::Closed);
+            }
+            writer.hooks.before_batch();
+            state.queue_depth.fetch_add(1, Ordering::Relaxed);
+            writer.stage(Job { entry, reply });
+            writer.commit();
+            return Ok(Receipt { rx });
+        }
         // Count before sending so the writer's decrement can never run first.
         state.queue_depth.fetch_add(1, Ordering::Relaxed);
         match self.inner.tx.try_send(Msg::Append(Job { entry, reply })) {
@@ -337,21 +368,23 @@ impl Writer {
             prev: resume.prev,
             next_segment: resume.next_segment,
             hooks,
+            closed: false,
         }
     }
 
     /// The thread's body. Returns when closed or when every handle is gone.
-    fn run(mut self, rx: Receiver<Msg>) -> Result<(), AuditError> {
+    fn run(writer: &Mutex<Writer>, rx: Receiver<Msg>) -> Result<(), AuditError> {
         while let Ok(first) = rx.recv() {
-            self.hooks.before_batch();
-            let close = self.collect(first, &rx);
-            self.commit();
+            let mut w = lock(writer);
+            w.hooks.before_batch();
+            let close = w.collect(first, &rx);
+            w.commit();
             if close {
-                self.refuse_rest(&rx);
-                return self.finish();
+                w.refuse_rest(&rx);
+                return w.finish();
             }
         }
-        self.finish()
+        lock(writer).finish()
     }
 
     /// Stages `first` and whatever else is queued, up to the batch limits. Returns whether a
@@ -616,7 +649,8 @@ impl Writer {
         }
     }
 
-    fn finish(self) -> Result<(), AuditError> {
+    fn finish(&mut self) -> Result<(), AuditError> {
+        self.closed = true;
         // Durable batches are synced already; buffered ones get their sync now.
         if let Some(active) = &self.file
             && self.durability == Durability::Buffered
