@@ -5,7 +5,8 @@
 //! with that program and the data loaded, so a decision only swaps `input` and runs. Where the
 //! RVM compiler cannot take a policy (regorus does not support every construct yet), the set
 //! falls back to regorus's interpreter for the whole set and says so at load
-//! ([`Mode::Interpreted`]); that is never silent.
+//! ([`Mode::Interpreted`]); that is never silent. The default pack's program is compiled at
+//! build time (`build.rs`) and only deserialized here, when the files are exactly that pack.
 //!
 //! Every failure while deciding — a runtime error, a time-limit hit, an undefined result, a
 //! result of the wrong shape — is a deny with reason `policy_error`. Nothing here allows by
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use regorus::languages::rego::compiler::Compiler;
-use regorus::rvm::program::Program;
+use regorus::rvm::program::{DeserializationResult, Program};
 use regorus::rvm::vm::RegoVM;
 use regorus::utils::limits::{ExecutionTimerConfig, set_fallback_execution_timer_config};
 use regorus::{CompiledPolicy, Engine, Value as RegoValue};
@@ -249,20 +250,9 @@ impl PolicySet {
     ) -> Result<PolicySet, PolicyError> {
         let data = files.data(extra_data)?;
         let digest = digest(&files, &data);
-        let mut engine = files.engine(&data, false)?;
-        let compiled = engine
-            .compile_with_entrypoint(&entrypoint.into())
-            .map_err(|e| PolicyError::Compile {
-                entrypoint: entrypoint.to_string(),
-                message: e.to_string(),
-            })?;
-        let (exec, mode) = match Compiler::compile_from_policy(&compiled, &[entrypoint]) {
-            Ok(program) => (Exec::Vm(program), Mode::Compiled),
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(policy.reason = %reason, "RVM cannot compile the policy set; using the interpreter");
-                (Exec::Interpreter(compiled), Mode::Interpreted { reason })
-            }
+        let (exec, mode) = match precompiled(&files, entrypoint) {
+            Some(program) => (Exec::Vm(program), Mode::Compiled),
+            None => compile(&files, &data, entrypoint)?,
         };
         Ok(PolicySet {
             inner: Arc::new(Inner {
@@ -454,6 +444,59 @@ impl PolicySet {
     fn policy_error(&self, message: String) -> Decision {
         tracing::warn!(policy.error = %message, "policy error; denying");
         Decision::deny(reason::POLICY_ERROR, message, &self.inner.digest)
+    }
+}
+
+/// Parse and compile `files`: RVM bytecode where regorus can, else the interpreter.
+fn compile(
+    files: &PolicyFiles,
+    data: &RegoValue,
+    entrypoint: &str,
+) -> Result<(Exec, Mode), PolicyError> {
+    let mut engine = files.engine(data, false)?;
+    let compiled = engine
+        .compile_with_entrypoint(&entrypoint.into())
+        .map_err(|e| PolicyError::Compile {
+            entrypoint: entrypoint.to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(
+        match Compiler::compile_from_policy(&compiled, &[entrypoint]) {
+            Ok(program) => (Exec::Vm(program), Mode::Compiled),
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(policy.reason = %reason, "RVM cannot compile the policy set; using the interpreter");
+                (Exec::Interpreter(compiled), Mode::Interpreted { reason })
+            }
+        },
+    )
+}
+
+/// The program `build.rs` compiled from the default pack, when `files` hold exactly that
+/// pack's decision modules and `entrypoint` is the one it was compiled for. The bytecode does
+/// not depend on `data` (the VM is given it at run time), so configuration data may differ.
+fn precompiled(files: &PolicyFiles, entrypoint: &str) -> Option<Arc<Program>> {
+    if embedded::PROGRAM.is_empty() || entrypoint != embedded::PROGRAM_ENTRYPOINT {
+        return None;
+    }
+    let pack = embedded::FILES
+        .iter()
+        .filter(|(name, _)| name.ends_with(".rego") && !name.ends_with("_test.rego"))
+        .map(|(name, text)| (*name, *text));
+    let given = files.modules.iter().map(|(n, t)| (n.as_str(), t.as_str()));
+    if !given.eq(pack) {
+        return None;
+    }
+    match Program::deserialize_binary(embedded::PROGRAM) {
+        Ok(DeserializationResult::Complete(program)) => Some(Arc::new(program)),
+        Ok(DeserializationResult::Partial(_)) => {
+            tracing::warn!("the precompiled default pack is incomplete; compiling it");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the precompiled default pack cannot be read; compiling it");
+            None
+        }
     }
 }
 

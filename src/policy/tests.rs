@@ -197,6 +197,41 @@ fn embedded_pack_compiles_on_the_fast_path() {
 }
 
 #[test]
+fn the_precompiled_pack_is_what_loading_would_compile() {
+    let config = crate::config::Config::built_in(std::path::Path::new("/work/ws")).unwrap();
+    let files = PolicyFiles::embedded();
+    let entrypoint = "data.portcullis.decision";
+    let pre = precompiled(&files, entrypoint).expect("build.rs embedded a program");
+    let data = files.data(&config.policy_data()).unwrap();
+    let (exec, mode) = compile(&files, &data, entrypoint).unwrap();
+    assert_eq!(mode, Mode::Compiled);
+    let Exec::Vm(fresh) = exec else {
+        unreachable!("a compiled mode comes with a program")
+    };
+    assert_eq!(
+        pre.serialize_binary().unwrap(),
+        fresh.serialize_binary().unwrap()
+    );
+}
+
+#[test]
+fn the_precompiled_pack_is_used_only_for_the_pack_itself() {
+    let files = PolicyFiles::embedded();
+    assert!(precompiled(&files, "data.portcullis.other").is_none());
+    let mut changed = files.clone();
+    changed.modules[0].1.push_str("\n# edited\n");
+    assert!(precompiled(&changed, "data.portcullis.decision").is_none());
+    let mut fewer = files.clone();
+    fewer.modules.pop();
+    assert!(precompiled(&fewer, "data.portcullis.decision").is_none());
+    // The same texts under other names (a directory holding copies) compile as usual.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let from_dir = PolicyFiles::from_dir(&dir).unwrap();
+    assert!(precompiled(&from_dir, "data.portcullis.decision").is_none());
+    assert!(precompiled(&files, "data.portcullis.decision").is_some());
+}
+
+#[test]
 fn embedded_pack_matches_the_policies_directory() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let from_dir = PolicyFiles::from_dir(&dir).unwrap();
