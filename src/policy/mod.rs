@@ -473,18 +473,15 @@ fn compile(
 }
 
 /// The program `build.rs` compiled from the default pack, when `files` hold exactly that
-/// pack's decision modules and `entrypoint` is the one it was compiled for. The bytecode does
-/// not depend on `data` (the VM is given it at run time), so configuration data may differ.
+/// pack's modules and data files and `entrypoint` is the one it was compiled for. The bytecode
+/// does not depend on `data` (the VM is given it at run time), so the configuration's part of
+/// `data` (all under `data.config`) may differ.
 fn precompiled(files: &PolicyFiles, entrypoint: &str) -> Option<Arc<Program>> {
     if embedded::PROGRAM.is_empty() || entrypoint != embedded::PROGRAM_ENTRYPOINT {
         return None;
     }
-    let pack = embedded::FILES
-        .iter()
-        .filter(|(name, _)| name.ends_with(".rego") && !name.ends_with("_test.rego"))
-        .map(|(name, text)| (*name, *text));
-    let given = files.modules.iter().map(|(n, t)| (n.as_str(), t.as_str()));
-    if !given.eq(pack) {
+    let pack = PolicyFiles::embedded();
+    if files.modules != pack.modules || files.data_files != pack.data_files {
         return None;
     }
     match Program::deserialize_binary(embedded::PROGRAM) {

@@ -224,6 +224,9 @@ fn the_precompiled_pack_is_used_only_for_the_pack_itself() {
     let mut fewer = files.clone();
     fewer.modules.pop();
     assert!(precompiled(&fewer, "data.portcullis.decision").is_none());
+    let mut other_data = files.clone();
+    other_data.data_files.clear();
+    assert!(precompiled(&other_data, "data.portcullis.decision").is_none());
     // The same texts under other names (a directory holding copies) compile as usual.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let from_dir = PolicyFiles::from_dir(&dir).unwrap();
