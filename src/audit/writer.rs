@@ -334,6 +334,15 @@ impl Receipt {
         self.rx.blocking_recv().unwrap_or_else(|_| Err(stopped()))
     }
 
+    /// The outcome if it is already known, without waiting.
+    pub fn try_durable(&mut self) -> Option<Result<u64, AuditError>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(stopped())),
+        }
+    }
+
     /// Waits until the record is durable or has failed.
     pub async fn durable(self) -> Result<u64, AuditError> {
         self.rx.await.unwrap_or_else(|_| Err(stopped()))

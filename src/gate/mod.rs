@@ -663,6 +663,23 @@ impl Pending {
         self.settle(written).decision
     }
 
+    /// The verdict now, if the audit record's fate is already known (always in buffered mode,
+    /// where the record was written before `decide` returned); else `self` back, to be
+    /// [`release`](Pending::release)d (boxed: it is large, and this is the slow path). A
+    /// caller that may be cancelled can thus settle without handing the wait to a task.
+    pub fn try_release(mut self) -> Result<Verdict, Box<Pending>> {
+        let written = match &mut self.receipt {
+            None => Ok(()),
+            Some(Ok(receipt)) => match receipt.try_durable() {
+                None => return Err(Box::new(self)),
+                Some(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+            },
+            Some(Err(e)) => Err(std::mem::take(e)),
+        };
+        self.receipt = None;
+        Ok(self.settle(written))
+    }
+
     /// Wait for the audit record without blocking the thread.
     pub async fn release(mut self) -> Verdict {
         let written = match self.receipt.take() {

@@ -107,6 +107,35 @@ fn an_unwritable_log_denies_and_recovers() {
 }
 
 #[test]
+fn a_buffered_record_releases_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut cfg = AuditConfig::new(&path);
+    cfg.durability = crate::audit::Durability::Buffered;
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    let gate = gate(Some(log.clone()));
+    let v = (gate.decide(action("b1")).unwrap().try_release().ok())
+        .expect("a buffered record is written before decide returns");
+    assert_eq!(v.decision.outcome, Outcome::Allow);
+    // No log at all: nothing to wait for either.
+    let v = (self::gate(None)
+        .decide(action("n1"))
+        .unwrap()
+        .try_release()
+        .ok())
+    .expect("without an audit log there is nothing to wait for");
+    assert_eq!(v.decision.outcome, Outcome::Allow);
+
+    // A log that fails: the verdict is known at once, and it is a deny.
+    log.close().unwrap();
+    let v = (gate.decide(action("b2")).unwrap().try_release().ok())
+        .expect("a closed log's refusal is known at once");
+    assert_eq!(v.decision.outcome, Outcome::Deny);
+    assert_eq!(v.decision.reasons[0].rule, reason::AUDIT_UNAVAILABLE);
+    assert_eq!(recorded_ids(&path), vec!["b1"]);
+}
+
+#[test]
 fn a_closed_log_denies() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = AuditLog::open(AuditConfig::new(dir.path().join("a.jsonl"))).unwrap();

@@ -131,15 +131,19 @@ async fn decide(
         .decide_for(&caller, &session, action)
         .map_err(|e: GateError| HttpError::bad_request(e.to_string()))?;
     let action_id = pending.action.id.clone();
-    // Spawned, so that the record, the session labels and the metrics are settled even if
-    // the client disconnects while the audit record is on its way to disk.
-    let verdict = tokio::spawn(pending.release()).await.map_err(|e| {
-        HttpError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("decision task failed: {e}"),
-        )
-    })?;
+    // Settled at once when the record's fate is known (buffered audit); otherwise the wait is
+    // spawned, so that the record, the session labels and the metrics are settled even if the
+    // client disconnects while the record is on its way to disk.
+    let verdict = match pending.try_release() {
+        Ok(verdict) => verdict,
+        Err(pending) => tokio::spawn((*pending).release()).await.map_err(|e| {
+            HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("decision task failed: {e}"),
+            )
+        })?,
+    };
     let mut decision = verdict.decision;
     let mut status = Status::Pending;
     if let Some(t) = &verdict.approval
