@@ -37,7 +37,7 @@ use crate::config::EgressConfig;
 use crate::gate::identity::Caller;
 use crate::gate::{Gate, Pending};
 use crate::normalize::net::{self, Target};
-use io::{Activity, Tunneled};
+use io::{Activity, Pass, Tunneled};
 use sniff::Sniff;
 
 /// The error of a proxied body: the upstream's, passed on so the client connection is cut
@@ -45,10 +45,6 @@ use sniff::Sniff;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every egress response body.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-
-/// Each direction of a passed-through tunnel copies through a buffer this large: fewer
-/// system calls per byte on bulk transfers.
-const TUNNEL_BUFFER: usize = 256 << 10;
 
 /// Rule ids of the refusals this front end makes on its own authority.
 pub mod rule {
@@ -302,7 +298,7 @@ impl Egress {
         read: Bytes,
         mut upstream: TcpStream,
     ) where
-        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        C: Pass,
     {
         let mut buf = BytesMut::from(&read[..]);
         let verdict = tokio::time::timeout(self.cfg.sniff_timeout, async {
@@ -364,16 +360,8 @@ impl Egress {
                     return;
                 }
                 let activity = Activity::new();
-                let mut client = Tunneled::new(client, Bytes::new(), Some(activity.clone()));
-                let mut upstream = Tunneled::new(upstream, Bytes::new(), Some(activity.clone()));
-                let copy = tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    TUNNEL_BUFFER,
-                    TUNNEL_BUFFER,
-                );
                 tokio::select! {
-                    _ = copy => {}
+                    _ = client.pass(upstream, activity.clone()) => {}
                     _ = activity.idle(self.cfg.idle_timeout) => {
                         tracing::debug!(host = %target.host, "tunnel idle; closed");
                     }
