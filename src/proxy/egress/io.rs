@@ -280,43 +280,32 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
-    #[tokio::test]
-    async fn a_spliced_tunnel_moves_every_byte_both_ways_and_passes_on_each_end() {
+    /// Through `client.pass(upstream)`: more than a pipe holds each way, in a pattern that
+    /// shows reordering or loss, each end-of-stream passed on, and the tunnel then finishes.
+    async fn passes_everything<A, C>(agent: A, client: C)
+    where
+        A: AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        C: Pass,
+    {
         use tokio::io::AsyncWriteExt;
         // agent <-> (client | proxy | upstream) <-> server
-        let (mut agent, client) = pair().await;
-        let (upstream, mut server) = pair().await;
+        let (upstream, server) = pair().await;
         let tunnel = tokio::spawn(client.pass(upstream, Activity::new()));
-
-        // More than a pipe holds, in a pattern that shows reordering or loss.
         let up: Vec<u8> = (0..3_000_007u32).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..1_500_001u32).map(|i| (i % 241) as u8).collect();
-        let (u, d) = (up.clone(), down.clone());
-        let agent_side = tokio::spawn(async move {
-            let (mut r, mut w) = agent.split();
+        async fn talk<S: AsyncRead + tokio::io::AsyncWrite + Unpin>(s: S, out: Vec<u8>) -> Vec<u8> {
+            let (mut r, mut w) = tokio::io::split(s);
             let send = async {
-                w.write_all(&u).await.unwrap();
-                // The agent is done sending: the server must see end-of-stream.
+                w.write_all(&out).await.unwrap();
                 w.shutdown().await.unwrap();
             };
             let mut got = Vec::new();
-            let recv = r.read_to_end(&mut got);
-            let ((), n) = tokio::join!(send, recv);
+            let (_, n) = tokio::join!(send, r.read_to_end(&mut got));
             n.unwrap();
             got
-        });
-        let server_side = tokio::spawn(async move {
-            let (mut r, mut w) = server.split();
-            let mut got = Vec::new();
-            let recv = r.read_to_end(&mut got);
-            let send = async {
-                w.write_all(&d).await.unwrap();
-                w.shutdown().await.unwrap();
-            };
-            let (n, ()) = tokio::join!(recv, send);
-            n.unwrap();
-            got
-        });
+        }
+        let agent_side = tokio::spawn(talk(agent, up.clone()));
+        let server_side = tokio::spawn(talk(server, down.clone()));
         let (to_agent, to_server) = (agent_side.await.unwrap(), server_side.await.unwrap());
         assert!(
             to_server == up,
@@ -330,10 +319,21 @@ mod tests {
             to_agent.len(),
             down.len()
         );
-        // Both ends passed on: the tunnel finished by itself.
         tunnel.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_spliced_tunnel_from_a_tcp_client_moves_every_byte_both_ways() {
+        let (agent, client) = pair().await;
+        passes_everything(agent, client).await;
         // And the pipes it spliced through can be had here (else it would have copied).
         assert!(Pipe::new().unwrap().size >= 64 << 10);
+    }
+
+    #[tokio::test]
+    async fn a_spliced_tunnel_from_a_unix_client_moves_every_byte_both_ways() {
+        let (agent, client) = UnixStream::pair().unwrap();
+        passes_everything(agent, client).await;
     }
 
     #[tokio::test]

@@ -628,5 +628,3 @@ pub mod unstable {
     pub use crate::parser::*;
 }
 
-#[cfg(test)]
-mod tests;
