@@ -649,8 +649,11 @@ fn replace_n(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -
     let span = params[0].span();
     for item in obj.as_ref().iter_sorted() {
         match item {
+            // A pattern that does not occur changes nothing; skip building the same string.
             (Value::String(k), Value::String(v)) => {
-                s = s.replace(k.as_ref(), v.as_ref()).into();
+                if s.contains(k.as_ref()) {
+                    s = s.replace(k.as_ref(), v.as_ref()).into();
+                }
             }
             _ => {
                 bail!(span.error(

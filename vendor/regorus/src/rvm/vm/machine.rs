@@ -90,6 +90,9 @@ pub struct RegoVM {
     /// Object pools for performance optimization
     /// Pool of register windows for reuse during rule calls
     pub(super) register_window_pool: Vec<Vec<Value>>,
+    /// Emptied loop and comprehension stacks of finished rule calls, for reuse
+    pub(super) loop_stack_pool: Vec<Vec<LoopContext>>,
+    pub(super) comprehension_stack_pool: Vec<Vec<ComprehensionContext>>,
 
     /// Maximum number of instructions to execute (default: 25000)
     pub(super) max_instructions: usize,
@@ -252,6 +255,8 @@ impl RegoVM {
             comprehension_stack: Vec::new(),
             base_register_count: 2, // Default to 2 registers for basic operations
             register_window_pool: Vec::new(), // Initialize register window pool
+            loop_stack_pool: Vec::new(),
+            comprehension_stack_pool: Vec::new(),
             max_instructions: 25000, // Default maximum instruction limit
             executed_instructions: 0,
             #[cfg(test)]

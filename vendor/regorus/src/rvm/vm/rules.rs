@@ -83,10 +83,13 @@ impl RegoVM {
         let mut previous_registers = Vec::default();
         mem::swap(&mut previous_registers, &mut self.registers);
 
-        let mut previous_loop_stack = Vec::default();
+        // The rule runs on empty loop and comprehension stacks, taken from pools so that a
+        // rule with a loop does not allocate a stack on every call.
+        let mut previous_loop_stack = self.loop_stack_pool.pop().unwrap_or_default();
         mem::swap(&mut previous_loop_stack, &mut self.loop_stack);
 
-        let mut previous_comprehension_stack = Vec::default();
+        let mut previous_comprehension_stack =
+            self.comprehension_stack_pool.pop().unwrap_or_default();
         mem::swap(
             &mut previous_comprehension_stack,
             &mut self.comprehension_stack,
@@ -199,8 +202,15 @@ impl RegoVM {
             self.registers = restored_registers;
         }
 
-        self.loop_stack = previous_loop_stack;
-        self.comprehension_stack = previous_comprehension_stack;
+        let mut rule_loop_stack = mem::replace(&mut self.loop_stack, previous_loop_stack);
+        rule_loop_stack.clear();
+        self.loop_stack_pool.push(rule_loop_stack);
+        let mut rule_comprehension_stack = mem::replace(
+            &mut self.comprehension_stack,
+            previous_comprehension_stack,
+        );
+        rule_comprehension_stack.clear();
+        self.comprehension_stack_pool.push(rule_comprehension_stack);
 
         Ok((final_result, rule_failed_due_to_inconsistency))
     }
@@ -252,7 +262,7 @@ impl RegoVM {
         }
 
         let rule_type = rule_info.rule_type.clone();
-        let rule_definitions = rule_info.definitions.clone();
+        let rule_definitions = &rule_info.definitions;
 
         if rule_definitions.is_empty() {
             // No compiled definitions — check for a default value before returning Undefined.
@@ -289,7 +299,7 @@ impl RegoVM {
         });
 
         let (final_result, rule_failed_due_to_inconsistency) = self
-            .execute_rule_definitions_common(&rule_definitions, rule_info, function_call_params)?;
+            .execute_rule_definitions_common(rule_definitions, rule_info, function_call_params)?;
 
         self.set_register(dest, Value::Undefined)?;
 

@@ -107,7 +107,11 @@ impl RegoVM {
         self.execution_state = ExecutionState::Ready;
 
         // Reset rule cache
-        self.rule_cache = alloc::vec![(false, Value::Undefined); self.program.rule_infos.len()];
+        // Refilled in place: the cache is as long as the program has rules, and reallocating
+        // it was a per-execution cost.
+        self.rule_cache.clear();
+        self.rule_cache
+            .resize(self.program.rule_infos.len(), (false, Value::Undefined));
 
         // Reset registers to clean state
         self.registers
