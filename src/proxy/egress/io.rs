@@ -164,25 +164,22 @@ trait Socket: AsFd + Sync {
     ) -> impl Future<Output = std::io::Result<R>> + Send;
 }
 
-impl Socket for TcpStream {
-    fn io<R>(
-        &self,
-        interest: Interest,
-        f: impl FnMut() -> std::io::Result<R> + Send,
-    ) -> impl Future<Output = std::io::Result<R>> + Send {
-        self.async_io(interest, f)
-    }
+/// tokio's sockets have `async_io` as an inherent method, each its own: one impl per type.
+macro_rules! socket {
+    ($($t:ty),*) => {$(
+        impl Socket for $t {
+            fn io<R>(
+                &self,
+                interest: Interest,
+                f: impl FnMut() -> std::io::Result<R> + Send,
+            ) -> impl Future<Output = std::io::Result<R>> + Send {
+                self.async_io(interest, f)
+            }
+        }
+    )*};
 }
 
-impl Socket for UnixStream {
-    fn io<R>(
-        &self,
-        interest: Interest,
-        f: impl FnMut() -> std::io::Result<R> + Send,
-    ) -> impl Future<Output = std::io::Result<R>> + Send {
-        self.async_io(interest, f)
-    }
-}
+socket!(TcpStream, UnixStream);
 
 /// Both directions by `splice(2)` through a pipe each; copied instead if no pipe can be had
 /// (out of descriptors), before any byte has moved.
