@@ -182,6 +182,75 @@ fn a_bad_line_stops_the_stream_after_the_good_ones() {
     assert_eq!(records(&audit), 1);
 }
 
+/// Many batches over several workers: output and audit log follow the input order exactly, and a
+/// bad line deep in the stream stops it there, whatever the workers had evaluated beyond it.
+#[test]
+fn workers_keep_input_order_and_stop_at_a_bad_line() {
+    // Decisions alternate, so a reordering shows in the outcomes as well as the ids.
+    let line = |n: usize| {
+        let command = if n.is_multiple_of(3) {
+            "rm -rf /"
+        } else {
+            "ls"
+        };
+        json!({"id": format!("n{n}"), "kind": "exec", "via": "decide", "exec": {"command": command}})
+            .to_string()
+    };
+    let expect = |n: usize| if n.is_multiple_of(3) { "deny" } else { "allow" };
+    for (jobs, bad_at) in [("1", None), ("3", None), ("3", Some(1234))] {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let mut input = String::new();
+        for n in 0..2000 {
+            if Some(n) == bad_at {
+                input.push_str("{\"kind\":\"exec\",\"kind\":\"file\"}\n");
+            } else {
+                input.push_str(&line(n));
+                input.push('\n');
+            }
+        }
+        let out = run(
+            dir.path(),
+            &[
+                "policy",
+                "eval",
+                "--jobs",
+                jobs,
+                "--audit",
+                audit.to_str().unwrap(),
+            ],
+            input.as_bytes(),
+        );
+        let decided = bad_at.unwrap_or(2000);
+        match bad_at {
+            None => assert!(out.status.success(), "{}", stderr(&out)),
+            Some(n) => {
+                assert_eq!(out.status.code(), Some(2));
+                let needle = format!("input line {}", n + 1);
+                assert!(stderr(&out).contains(&needle), "{}", stderr(&out));
+            }
+        }
+        let lines = stdout_lines(&out);
+        assert_eq!(lines.len(), decided, "jobs {jobs}");
+        let log = std::fs::read_to_string(&audit).unwrap();
+        let recorded: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(recorded.len(), decided, "jobs {jobs}");
+        for (n, (printed, record)) in lines.iter().zip(&recorded).enumerate() {
+            let id = format!("n{n}");
+            assert_eq!(printed["id"], id.as_str(), "jobs {jobs}");
+            assert_eq!(printed["outcome"], expect(n), "jobs {jobs}: {id}");
+            assert_eq!(record["action"]["id"], id.as_str(), "jobs {jobs}");
+            assert_eq!(
+                record["decision"]["outcome"],
+                expect(n),
+                "jobs {jobs}: {id}"
+            );
+        }
+    }
+}
 #[test]
 fn audit_log_verifies_queries_and_detects_tampering() {
     let dir = tempfile::tempdir().unwrap();

@@ -60,6 +60,20 @@ pub struct Gate {
     no_approver: Option<&'static str>,
 }
 
+/// A decided action not yet recorded (see [`Gate::decide_unrecorded`]).
+pub struct Decided {
+    action: Action,
+    decision: Decision,
+    latency_us: u64,
+}
+
+impl Decided {
+    /// The normalized action, as the policy saw it.
+    pub fn action(&self) -> &Action {
+        &self.action
+    }
+}
+
 /// A decided action whose audit record may still be on its way to disk.
 pub struct Pending {
     pub action: Action,
@@ -188,12 +202,29 @@ impl Gate {
 
     /// Decide one action as given and enqueue its audit record. Call [`Pending::finish`] to
     /// release it.
-    pub fn decide(&self, mut action: Action) -> Result<Pending, GateError> {
+    pub fn decide(&self, action: Action) -> Result<Pending, GateError> {
+        let decided = self.decide_unrecorded(action)?;
+        Ok(self.record_decided(decided))
+    }
+
+    /// The first half of [`Gate::decide`]: normalize and evaluate, touching nothing else, so
+    /// it may run on any thread. Nothing is enforceable until [`Gate::record_decided`] has
+    /// recorded it; a caller that never records it has decided nothing.
+    pub fn decide_unrecorded(&self, mut action: Action) -> Result<Decided, GateError> {
         let start = Instant::now();
         self.normalize(&mut action)?;
-        let policy = self.policy();
-        let decision = evaluate(&policy, &action);
-        Ok(self.record(action, decision, start, None))
+        let decision = evaluate(&self.policy(), &action);
+        Ok(Decided {
+            action,
+            decision,
+            latency_us: micros_since(start),
+        })
+    }
+
+    /// The second half of [`Gate::decide`]: enqueue the audit record. Records are appended in
+    /// the order of these calls.
+    pub fn record_decided(&self, d: Decided) -> Pending {
+        self.record(d.action, d.decision, d.latency_us, None)
     }
 
     /// Decide and wait until the record is durable (synchronous callers).
@@ -308,7 +339,7 @@ impl Gate {
             session: session.to_string(),
             approval,
         };
-        Ok(self.record(action, decision, start, Some(service)))
+        Ok(self.record(action, decision, micros_since(start), Some(service)))
     }
 
     /// The service path for an action the front end refuses on its own authority (a model's
@@ -343,17 +374,16 @@ impl Gate {
                 approval: None,
             }
         });
-        self.record(action, decision, start, service)
+        self.record(action, decision, micros_since(start), service)
     }
 
     fn record(
         &self,
         action: Action,
         decision: Decision,
-        start: Instant,
+        latency_us: u64,
         service: Option<Service>,
     ) -> Pending {
-        let latency_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         let approval_id = service
             .as_ref()
             .and_then(|s| s.approval.as_ref())
@@ -560,6 +590,10 @@ pub fn resolved_decision(ask: &Decision, status: &Status) -> Option<Decision> {
         message,
     });
     Some(d)
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn evaluate(policy: &PolicySet, action: &Action) -> Decision {
