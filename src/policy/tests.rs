@@ -261,3 +261,38 @@ fn a_policy_set_can_be_shared_across_threads() {
         .unwrap();
     assert_eq!(d.outcome, Outcome::Deny);
 }
+
+#[test]
+fn each_thread_gets_a_complete_deep_copy_of_program_and_data() {
+    let config = crate::config::Config::built_in(std::path::Path::new("/work/ws")).unwrap();
+    let embedded = PolicySet::load(
+        PolicyFiles::embedded(),
+        &config.policy_data(),
+        "data.portcullis.decision",
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    let data = json!({"allowed": ["a.example", "b.example"]});
+    let compiled = PolicySet::load(
+        files(&[("t.rego", SIMPLE)]),
+        &data,
+        "data.t.decision",
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    for set in [embedded, compiled] {
+        let Exec::Vm(shared) = &set.inner.exec else {
+            unreachable!("compiled sets run on the VM")
+        };
+        let copy = set.thread_copy(shared);
+        // Not the shared allocation, and nothing lost on the way.
+        assert!(!Arc::ptr_eq(&copy.program, shared));
+        assert_eq!(
+            copy.program.serialize_binary().unwrap(),
+            shared.serialize_binary().unwrap()
+        );
+        assert_eq!(copy.program.literals, shared.literals);
+        assert_eq!(copy.data, set.inner.data);
+        assert_eq!(copy.generation, set.inner.generation);
+    }
+}
