@@ -451,12 +451,18 @@ fn work(gate: &Gate, explain: bool, queue: &Mutex<mpsc::Receiver<Job>>) {
         };
         let mut results = Vec::with_capacity(batch.lines.len());
         for (number, range) in batch.lines {
-            let value = input::parse_value(&batch.text[range])
-                .with_context(|| format!("input line {number}"));
-            let decided = match value {
-                Ok(v) => evaluate_value(gate, explain, v, number),
-                Err(e) => Err(e),
-            };
+            // A panic would leave the reader waiting on this worker (with one worker, forever):
+            // it is this line's error instead, which stops the stream there.
+            let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let value = input::parse_value(&batch.text[range])
+                    .with_context(|| format!("input line {number}"))?;
+                evaluate_value(gate, explain, value, number)
+            }))
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "input line {number}: evaluation failed unexpectedly (a bug; see above)"
+                ))
+            });
             // Nothing after a bad line is recorded: stop evaluating there.
             let bad = decided.is_err();
             results.push(decided);
