@@ -127,7 +127,7 @@ thread_local! {
 /// A thread's own copy of a set's program and data, and a VM loaded with them. The copy is
 /// deep: values are reference counted, and with one shared program every literal load and data
 /// lookup on every thread would count on the same cache lines (measured: `policy eval` on two
-/// threads ~10% slower shared).
+/// threads used ~12% more CPU shared). The copy costs ~0.4 ms, once per thread and set.
 struct ThreadVm {
     generation: u64,
     program: Arc<Program>,

@@ -26,6 +26,18 @@ fn load(modules: &[(&str, &str)]) -> PolicySet {
     .unwrap()
 }
 
+/// The embedded default pack with the built-in configuration's data.
+fn embedded_set() -> PolicySet {
+    let config = crate::config::Config::built_in(std::path::Path::new("/work/ws")).unwrap();
+    PolicySet::load(
+        PolicyFiles::embedded(),
+        &config.policy_data(),
+        "data.portcullis.decision",
+        Duration::from_millis(100),
+    )
+    .unwrap()
+}
+
 fn input(v: serde_json::Value) -> RegoValue {
     RegoValue::from(v)
 }
@@ -176,14 +188,7 @@ fn a_new_set_replaces_the_thread_vm() {
 
 #[test]
 fn embedded_pack_compiles_on_the_fast_path() {
-    let config = crate::config::Config::built_in(std::path::Path::new("/work/ws")).unwrap();
-    let set = PolicySet::load(
-        PolicyFiles::embedded(),
-        &config.policy_data(),
-        "data.portcullis.decision",
-        Duration::from_millis(100),
-    )
-    .unwrap();
+    let set = embedded_set();
     assert_eq!(set.mode(), &Mode::Compiled);
     // An input with no facets is decided (allow), not a policy error.
     let d = set.decide(input(
@@ -264,14 +269,7 @@ fn a_policy_set_can_be_shared_across_threads() {
 
 #[test]
 fn each_thread_gets_a_complete_deep_copy_of_program_and_data() {
-    let config = crate::config::Config::built_in(std::path::Path::new("/work/ws")).unwrap();
-    let embedded = PolicySet::load(
-        PolicyFiles::embedded(),
-        &config.policy_data(),
-        "data.portcullis.decision",
-        Duration::from_millis(100),
-    )
-    .unwrap();
+    let embedded = embedded_set();
     let data = json!({"allowed": ["a.example", "b.example"]});
     let compiled = PolicySet::load(
         files(&[("t.rego", SIMPLE)]),
