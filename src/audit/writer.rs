@@ -15,8 +15,8 @@ use crate::sync::lock;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -62,7 +62,11 @@ pub struct Receipt {
 
 /// What every clone of an [`AuditLog`] shares.
 struct Handle {
-    tx: SyncSender<Msg>,
+    /// Unbounded, so that no slot is allocated before it is needed (a bounded channel of the
+    /// default 65 536 slots was 2.6 MB of resident memory in every process with a log);
+    /// `capacity` bounds it through `State::queued` instead.
+    tx: Sender<Msg>,
+    capacity: usize,
     state: Arc<State>,
     closing: AtomicBool,
     thread: Mutex<Option<JoinHandle<Result<(), AuditError>>>>,
@@ -77,6 +81,9 @@ struct Handle {
 #[derive(Default)]
 struct State {
     queue_depth: AtomicU64,
+    /// Appends in the channel (or being taken from it): counted up before a send, down when
+    /// the writer takes one, so it is never below the channel's length.
+    queued: AtomicUsize,
     records: AtomicU64,
     batches: AtomicU64,
     last_fsync_us: AtomicU64,
@@ -195,7 +202,7 @@ impl AuditLog {
             truncated: resume.torn.clone(),
         };
         let state = Arc::new(State::default());
-        let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity);
+        let (tx, rx) = mpsc::channel();
         let writer = Arc::new(Mutex::new(Writer::new(
             &cfg,
             resume,
@@ -209,6 +216,7 @@ impl AuditLog {
             .map_err(AuditError::io("start the writer thread for", &cfg.path))?;
         let inner = Handle {
             tx,
+            capacity: cfg.queue_capacity,
             state,
             closing: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
@@ -245,17 +253,18 @@ impl AuditLog {
         }
         // Count before sending so the writer's decrement can never run first.
         state.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.inner.tx.try_send(Msg::Append(Job { entry, reply })) {
+        if state.queued.fetch_add(1, Ordering::AcqRel) >= self.inner.capacity {
+            state.queued.fetch_sub(1, Ordering::AcqRel);
+            state.queue_depth.fetch_sub(1, Ordering::Relaxed);
+            state.queue_full.fetch_add(1, Ordering::Relaxed);
+            return Err(AuditError::QueueFull);
+        }
+        match self.inner.tx.send(Msg::Append(Job { entry, reply })) {
             Ok(()) => Ok(Receipt { rx }),
-            Err(err) => {
+            Err(_) => {
+                state.queued.fetch_sub(1, Ordering::AcqRel);
                 state.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                Err(match err {
-                    TrySendError::Full(_) => {
-                        state.queue_full.fetch_add(1, Ordering::Relaxed);
-                        AuditError::QueueFull
-                    }
-                    TrySendError::Disconnected(_) => self.inner.gone(),
-                })
+                Err(self.inner.gone())
             }
         }
     }
@@ -281,8 +290,9 @@ impl AuditLog {
 
     /// Writes everything queued before this call, syncs, and stops the writer thread.
     ///
-    /// Blocks while the queue is full. Other clones of this handle get [`AuditError::Closed`]
-    /// afterwards; records they queue after this call are refused with it.
+    /// A close request is queued even when the queue is full (it is not a record). Other clones
+    /// of this handle get [`AuditError::Closed`] afterwards; records they queue after this call
+    /// are refused with it.
     pub fn close(self) -> Result<(), AuditError> {
         let inner = &self.inner;
         inner.closing.store(true, Ordering::SeqCst);
@@ -385,6 +395,7 @@ impl Writer {
     fn run(writer: &Mutex<Writer>, rx: Receiver<Msg>) -> Result<(), AuditError> {
         while let Ok(first) = rx.recv() {
             let mut w = lock(writer);
+            w.taken(&first);
             w.hooks.before_batch();
             let close = w.collect(first, &rx);
             w.commit();
@@ -410,9 +421,19 @@ impl Writer {
                 return false;
             }
             match rx.try_recv() {
-                Ok(next) => msg = next,
+                Ok(next) => {
+                    self.taken(&next);
+                    msg = next;
+                }
                 Err(_) => return false,
             }
+        }
+    }
+
+    /// `msg` has left the channel: it no longer counts against the queue's capacity.
+    fn taken(&self, msg: &Msg) {
+        if matches!(msg, Msg::Append(_)) {
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -652,6 +673,7 @@ impl Writer {
     fn refuse_rest(&self, rx: &Receiver<Msg>) {
         while let Ok(msg) = rx.try_recv() {
             if let Msg::Append(job) = msg {
+                self.state.queued.fetch_sub(1, Ordering::AcqRel);
                 self.state.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 let _ = job.reply.send(Err(AuditError::Closed));
             }
