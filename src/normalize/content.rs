@@ -46,7 +46,7 @@
 //!   required; public keys (`*.pub`) and `.env.example`-style templates are not secrets.
 
 use regex::{Regex, RegexSet};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 /// One hit: what was found and where (byte offsets into the scanned string, on char boundaries). Never the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,8 +123,16 @@ const PATTERNS: &[(&str, &[&str])] = &[
 
 struct Compiled {
     set: RegexSet,
-    /// One `(type, regex)` per set entry, in set order.
-    regexes: Vec<(&'static str, Regex)>,
+    /// One entry per set entry, in set order. The set says which patterns occur; a pattern's
+    /// own regex (for positions) is compiled the first time it occurs. Most never do, and
+    /// compiled up front they were ~2 MB of resident memory in every process that scans.
+    regexes: Vec<Lazy>,
+}
+
+struct Lazy {
+    kind_type: &'static str,
+    pattern: String,
+    re: OnceLock<Option<Regex>>,
 }
 
 static COMPILED: LazyLock<Option<Compiled>> = LazyLock::new(|| {
@@ -138,10 +146,13 @@ static COMPILED: LazyLock<Option<Compiled>> = LazyLock::new(|| {
         .collect();
     let set = RegexSet::new(entries.iter().map(|(_, s)| s)).ok()?;
     let regexes = entries
-        .iter()
-        .map(|(t, s)| Regex::new(s).map(|re| (*t, re)))
-        .collect::<Result<_, _>>()
-        .ok()?;
+        .into_iter()
+        .map(|(kind_type, pattern)| Lazy {
+            kind_type,
+            pattern,
+            re: OnceLock::new(),
+        })
+        .collect();
     Some(Compiled { set, regexes })
 });
 
@@ -218,7 +229,14 @@ fn scan_instructions(text: &str, hits: &mut Vec<Hit>) {
         return;
     };
     for idx in compiled.set.matches(text).iter() {
-        let Some((kind_type, re)) = compiled.regexes.get(idx) else {
+        let Some(lazy) = compiled.regexes.get(idx) else {
+            continue;
+        };
+        let kind_type = lazy.kind_type;
+        // The set compiled this very pattern, so this cannot fail; if it did, the whole text
+        // is the finding rather than none.
+        let Some(re) = lazy.re.get_or_init(|| Regex::new(&lazy.pattern).ok()) else {
+            hits.push(hit(INSTRUCTIONS, kind_type, 0, text.len()));
             continue;
         };
         for caps in re.captures_iter(text) {
