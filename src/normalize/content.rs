@@ -309,6 +309,17 @@ pub fn strip_invisible(text: &str, hits: &[Hit]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_pattern_compiles_on_its_own() {
+        // The per-pattern regexes are built on first match; none may fail (a failure would turn
+        // the whole text into one finding).
+        let compiled = COMPILED.as_ref().expect("the pattern set compiles");
+        assert_eq!(compiled.regexes.len(), compiled.set.len());
+        for lazy in &compiled.regexes {
+            assert!(Regex::new(&lazy.pattern).is_ok(), "{}", lazy.pattern);
+        }
+    }
+
     fn types(text: &str) -> Vec<&'static str> {
         scan(text).into_iter().map(|h| h.kind_type).collect()
     }
