@@ -125,6 +125,9 @@ pub struct ServerConfig {
     /// Time a client has to send a request body once the head arrived.
     pub body_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// How long a write to a client may wait with no progress (the client reads nothing)
+    /// before the connection is closed.
+    pub write_timeout: Duration,
     /// How long connections may drain after SIGTERM/SIGINT before they are closed.
     pub shutdown_grace: Duration,
     /// Poll the policy directory for changes this often; `None` disables the watcher.
@@ -231,6 +234,7 @@ struct RawServer {
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     reload_poll_ms: Option<u64>,
 }
@@ -625,6 +629,7 @@ fn server_config(raw: &RawServer) -> Result<ServerConfig, (String, String)> {
             10_000,
             "server.handshake_timeout_ms",
         )?,
+        write_timeout: ms(raw.write_timeout_ms, 30_000, "server.write_timeout_ms")?,
         shutdown_grace: ms(raw.shutdown_grace_ms, 10_000, "server.shutdown_grace_ms")?,
         reload_poll: match raw.reload_poll_ms {
             Some(0) => None,

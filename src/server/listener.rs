@@ -1,5 +1,5 @@
 //! One accept loop per listener: a cap on connections, the TLS handshake with a deadline,
-//! HTTP/1.1 with bounded heads, and a graceful drain on shutdown.
+//! HTTP/1.1 with bounded heads, a write deadline, and a graceful drain on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::deadline::WriteDeadline;
 use crate::config::ServerConfig;
 use crate::gate::identity::CertIdentity;
 use crate::metrics::Metrics;
@@ -120,13 +121,14 @@ pub async fn run<H, F, B>(
                 let http = http.clone();
                 let metrics = metrics.clone();
                 let mut stop = shutdown.clone();
+                let write_timeout = limits.write_timeout;
                 conns.spawn(async move {
                     let _permit = permit;
                     metrics.connections_active.fetch_add(1, Ordering::Relaxed);
                     let conn = Arc::new(Conn { peer, cert: None });
                     serve(
                         &http,
-                        TokioIo::new(s),
+                        TokioIo::new(WriteDeadline::new(s, write_timeout)),
                         conn,
                         handler,
                         &metrics,
@@ -145,6 +147,7 @@ pub async fn run<H, F, B>(
         let metrics = metrics.clone();
         let mut stop = shutdown.clone();
         let handshake = limits.handshake_timeout;
+        let write_timeout = limits.write_timeout;
         conns.spawn(async move {
             let _permit = permit;
             metrics.connections_active.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +155,8 @@ pub async fn run<H, F, B>(
                 match tls {
                     None => {
                         let conn = Arc::new(Conn { peer, cert: None });
-                        serve(&http, TokioIo::new(stream), conn, handler, &metrics, name, &mut stop).await;
+                        let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
+                        serve(&http, io, conn, handler, &metrics, name, &mut stop).await;
                     }
                     Some(acceptor) => {
                         let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
@@ -171,7 +175,8 @@ pub async fn run<H, F, B>(
                             names: c.dns_names.into_iter().chain(c.common_name).collect(),
                         });
                         let conn = Arc::new(Conn { peer, cert });
-                        serve(&http, TokioIo::new(stream), conn, handler, &metrics, name, &mut stop).await;
+                        let io = TokioIo::new(WriteDeadline::new(stream, write_timeout));
+                        serve(&http, io, conn, handler, &metrics, name, &mut stop).await;
                     }
                 }
             };
@@ -243,5 +248,73 @@ async fn serve<I, H, F, B>(
                 tracing::debug!(listener = name, error = %e, "connection ended with an error during drain");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hyper::body::Frame;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::AsyncWriteExt;
+
+    /// An endless response body that reports, by being dropped, that the server let it go.
+    struct Endless(#[allow(dead_code)] Option<tokio::sync::oneshot::Sender<()>>);
+
+    impl hyper::body::Body for Endless {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&[b'x'; 16384])))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_loses_its_connection() {
+        let config = crate::config::Config::parse(
+            "[server]\nwrite_timeout_ms = 5000\n",
+            Path::new("/t.toml"),
+        )
+        .expect("config");
+        let limits = config.server.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(Metrics::new());
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
+        let body = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+        let handler = move |_req: Request<Incoming>, _conn: Arc<Conn>| {
+            let tx = body.lock().ok().and_then(|mut b| b.take());
+            async move { Response::new(Endless(tx)) }
+        };
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(run(
+            "test",
+            listener,
+            None,
+            limits,
+            metrics.clone(),
+            handler,
+            stop,
+        ));
+
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .expect("request");
+        // The client never reads. Once the socket buffers are full the server's writes wait;
+        // the deadline then closes the connection and drops the body.
+        let closed = tokio::time::timeout(Duration::from_secs(60), dropped_rx).await;
+        assert!(
+            closed.is_ok(),
+            "the stalled connection was still open after 60 s"
+        );
+        drop(client);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod deadline;
 pub mod egress;
 pub mod gateway;
 pub mod http;

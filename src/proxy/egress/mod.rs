@@ -37,6 +37,7 @@ use crate::config::EgressConfig;
 use crate::gate::identity::Caller;
 use crate::gate::{Gate, Pending};
 use crate::normalize::net::{self, Target};
+use crate::server::deadline::WriteDeadline;
 use io::{Activity, Pass, Tunneled};
 use sniff::Sniff;
 
@@ -270,15 +271,16 @@ impl Egress {
         upstream: TcpStream,
     ) {
         // On a plain listener the tunnel is the accepted socket itself: copy between sockets.
-        match up.downcast::<TokioIo<TcpStream>>() {
+        // (The listener's write deadline is then off: the tunnel copy has its own rules.)
+        match up.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
             Ok(parts) => {
-                let client = parts.io.into_inner();
+                let client = parts.io.into_inner().into_inner();
                 self.tunnel_io(who, target, client, parts.read_buf, upstream)
                     .await;
             }
-            Err(up) => match up.downcast::<TokioIo<tokio::net::UnixStream>>() {
+            Err(up) => match up.downcast::<TokioIo<WriteDeadline<tokio::net::UnixStream>>>() {
                 Ok(parts) => {
-                    let client = parts.io.into_inner();
+                    let client = parts.io.into_inner().into_inner();
                     self.tunnel_io(who, target, client, parts.read_buf, upstream)
                         .await;
                 }
