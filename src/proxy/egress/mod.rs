@@ -271,7 +271,8 @@ impl Egress {
         upstream: TcpStream,
     ) {
         // On a plain listener the tunnel is the accepted socket itself: copy between sockets.
-        // (The listener's write deadline is then off: the tunnel copy has its own rules.)
+        // The listener's write deadline is unwrapped with it; a tunnel has its own limit instead
+        // (egress idle_timeout_ms: nothing moved either way).
         match up.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
             Ok(parts) => {
                 let client = parts.io.into_inner().into_inner();
