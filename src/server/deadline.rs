@@ -44,17 +44,14 @@ impl<S> WriteDeadline<S> {
             self.armed = false;
             return r;
         }
-        let deadline = Instant::now() + self.limit;
         let timer = match &mut self.timer {
             Some(t) => {
                 if !self.armed {
-                    t.as_mut().reset(deadline);
+                    t.as_mut().reset(Instant::now() + self.limit);
                 }
                 t
             }
-            None => self
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+            None => self.timer.insert(Box::pin(tokio::time::sleep(self.limit))),
         };
         self.armed = true;
         match timer.as_mut().poll(cx) {

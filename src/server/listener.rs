@@ -262,7 +262,9 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     /// An endless response body that reports, by being dropped, that the server let it go.
-    struct Endless(#[allow(dead_code)] Option<tokio::sync::oneshot::Sender<()>>);
+    struct Endless {
+        _dropped: Option<tokio::sync::oneshot::Sender<()>>,
+    }
 
     impl hyper::body::Body for Endless {
         type Data = Bytes;
@@ -290,7 +292,7 @@ mod tests {
         let body = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
         let handler = move |_req: Request<Incoming>, _conn: Arc<Conn>| {
             let tx = body.lock().ok().and_then(|mut b| b.take());
-            async move { Response::new(Endless(tx)) }
+            async move { Response::new(Endless { _dropped: tx }) }
         };
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(run(
