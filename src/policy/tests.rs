@@ -72,6 +72,42 @@ fn interpreter_agrees_with_compiled_path() {
     }
 }
 
+/// An undefined value binds nothing and adds nothing: `x := undefined` fails the body, and an
+/// undefined term is no element of an array or object comprehension. regorus 0.14.1's RVM did
+/// both (vendor/regorus/PATCHES.md, patch 9), so a rule whose message went undefined through a
+/// lookup in a comprehension lost its deny on the compiled path only.
+const UNDEFINED: &str = r#"
+package t
+import rego.v1
+o := {"b": 1}
+assigned := [d | some c in ["a", "b"]; d := o[c]]
+terms := [o[c] | some c in ["a", "b"]]
+objects := {c: o[c] | some c in ["a", "b"]}
+bound := [c | some c in ["a", "b"]; d := o[c]; d == d]
+missing if {
+	d := input.missing
+	not d
+}
+deny contains {"rule": "t.count", "message": sprintf("%d %d %d %d", [count(assigned), count(terms), count(objects), count(bound)])}
+deny contains {"rule": "t.missing", "message": "x := undefined held"} if missing
+decision := {"outcome": "deny", "reasons": [r | some r in deny]}
+"#;
+
+#[test]
+fn undefined_values_bind_and_add_nothing_on_both_paths() {
+    let set = load(&[("t.rego", UNDEFINED)]);
+    assert_eq!(set.mode(), &Mode::Compiled);
+    let i = input(json!({}));
+    let d = set.decide(i.clone());
+    let reasons: Vec<(&str, &str)> = d
+        .reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(reasons, [("t.count", "1 1 1 1")]);
+    assert_eq!(d, set.interpreted().unwrap().decide(i));
+}
+
 fn assert_policy_error(set: &PolicySet, i: serde_json::Value, needle: &str) {
     let d = set.decide(input(i));
     assert_eq!(d.outcome, Outcome::Deny);

@@ -24,7 +24,11 @@ impl PlanContext {
     fn require_defined_values(self) -> bool {
         matches!(
             self,
+            // `x := e` binds nothing when e is undefined, and the body fails there, as with
+            // `=`; without it the body went on with x undefined (`x := input.missing; not x`
+            // held), unlike the interpreter and OPA.
             PlanContext::Assignment
+                | PlanContext::ColonAssignment
                 | PlanContext::FunctionParameter
                 | PlanContext::LoopIndex
                 | PlanContext::SomeIn
