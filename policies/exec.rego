@@ -233,27 +233,21 @@ destructive(what, why) := {"rule": "exec.destructive", "message": sprintf("%s is
 family_denials contains r if {
 	some c in by_family.remove
 	some t in operands(c.argv)
+	r := remove_denial(c, t)
+}
+
+# A recursive removal of the whole workspace, a system or a home directory; else any removal
+# outside every workspace root.
+remove_denial(c, t) := destructive(sprintf("recursive %s of %s", [c.name, t]), "it deletes the whole workspace, a system directory or a home directory") if {
+	wipe_target(t)
+	recursive(c.argv)
+} else := destructive(sprintf("%s of %s", [c.name, t]), "it deletes outside every workspace root") if {
 	outside_arg(t)
-	not recursive_wipe(c.argv, t)
-	r := destructive(sprintf("%s of %s", [c.name, t]), "it deletes outside every workspace root")
 }
 
-family_denials contains r if {
-	some c in by_family.remove
-	some t in operands(c.argv)
-	recursive_wipe(c.argv, t)
-	r := destructive(sprintf("recursive %s of %s", [c.name, t]), "it deletes the whole workspace, a system directory or a home directory")
-}
+wipe_target(t) if wipes_workspace(t)
 
-recursive_wipe(argv, t) if {
-	recursive(argv)
-	wipes_workspace(t)
-}
-
-recursive_wipe(argv, t) if {
-	recursive(argv)
-	system_dir(t)
-}
+wipe_target(t) if system_dir(t)
 
 family_denials contains r if {
 	some c in by_family.remove

@@ -86,6 +86,23 @@ test_bash_c_nested_rm_denied if {
 	denies(line("bash -c 'rm -rf ~'", [["bash", "-c", "rm -rf ~"], ["rm", "-rf", "~"]]), "exec.destructive")
 }
 
+destructive_messages(argv) := {r.message |
+	some r in data.portcullis.exec.deny with input as one(argv) with data.config as cfg
+	r.rule == "exec.destructive"
+}
+
+test_rm_messages_say_which_removal if {
+	# One reason per operand: a recursive wipe says so; any other removal outside says that.
+	destructive_messages(["rm", "-rf", "/"]) == {"recursive rm of / is denied: it deletes the whole workspace, a system directory or a home directory"}
+	destructive_messages(["rm", "/etc/passwd"]) == {"rm of /etc/passwd is denied: it deletes outside every workspace root"}
+	destructive_messages(["rm", "-r", "/etc", "/work/ws"]) == {
+		"recursive rm of /etc is denied: it deletes the whole workspace, a system directory or a home directory",
+		"recursive rm of /work/ws is denied: it deletes the whole workspace, a system directory or a home directory",
+	}
+	destructive_messages(["rm", "/etc"]) == {"rm of /etc is denied: it deletes outside every workspace root"}
+	destructive_messages(["rm", "-rf", "build"]) == set()
+}
+
 test_rm_inside_workspace_allowed if {
 	every argv in [
 		["rm", "-rf", "build"],

@@ -34,8 +34,15 @@ import rego.v1
 # removes slashes and the result differs from s exactly when some needle occurred.
 has_needle(needles, s) if strings.replace_n(needles, s) != s
 
-# What the first needle found in s describes (only computed for messages).
-needle_description(needles, s) := [d | some n, d in needles; contains(s, n)][0]
+# What the first needle found in s describes (only computed for messages). Most needles are one
+# component ("/.ssh/"), so each component of s is looked up first — a handful of lookups where
+# a scan costs a builtin call per needle; a needle of several components ("/.kube/config/")
+# falls back to the scan. So a one-component needle wins, the first in s; else the first needle.
+needle_description(needles, s) := d if {
+	ds := [needles[concat("", ["/", c, "/"])] | some c in split(s, "/")]
+	count(ds) > 0
+	d := ds[0]
+} else := [d | some n, d in needles; contains(s, n)][0]
 
 # Always defined, so that messages never go undefined (which would drop a deny).
 roots := data.config.workspace_roots if {

@@ -339,6 +339,29 @@ test_messages_name_the_path if {
 	contains(r.message, "/etc/cron.d/job")
 }
 
+test_credential_message_names_the_component_needle if {
+	# /.ssh/ and /id_ed25519/ both occur; the first component in the path wins.
+	s := data.portcullis.files.deny with input as {"kind": "file", "via": "mcp", "file": {"op": "read", "path": "/root/.ssh/id_ed25519", "canonical": "/root/.ssh/id_ed25519"}} with data.config as cfg
+	some r in s
+	r.rule == "files.secret_read"
+	endswith(r.message, "it holds SSH keys and configuration")
+}
+
+test_credential_message_names_a_multi_component_needle if {
+	# No single component is a needle: the scan finds /.kube/config/.
+	s := data.portcullis.files.deny with input as {"kind": "file", "via": "mcp", "file": {"op": "read", "path": "/root/.kube/config", "canonical": "/root/.kube/config"}} with data.config as cfg
+	some r in s
+	r.rule == "files.secret_read"
+	endswith(r.message, "it holds Kubernetes credentials")
+}
+
+test_needle_description_lookup_and_scan if {
+	needles := {"/a/": "one", "/b/c/": "two", "/c/": "three"}
+	data.portcullis.files.needle_description(needles, "/x/c/a/") == "three"
+	data.portcullis.files.needle_description({"/a/": "one", "/b/c/": "two"}, "/x/b/c/") == "two"
+	not data.portcullis.files.needle_description(needles, "/x/y/")
+}
+
 # === the pack data stays consistent (operators edit it) ===
 
 test_every_needle_contains_a_flag_trigger if {
