@@ -37,88 +37,108 @@ impl RegoVM {
     }
 
     pub(super) fn execute_builtin_call(&mut self, params_index: u16) -> Result<()> {
-        let program = self.program.clone();
-        let params = program
-            .instruction_data
-            .get_builtin_call_params(params_index)
-            .ok_or_else(|| VmError::InvalidBuiltinCallParamsIndex {
-                index: params_index,
-                pc: self.pc,
-                available: program.instruction_data.builtin_call_params.len(),
-            })?
-            .clone();
-        let builtin_info = program.get_builtin_info(params.builtin_index).ok_or_else(||
-            VmError::InvalidBuiltinInfoIndex {
-                index: params.builtin_index,
-                pc: self.pc,
-                available: program.builtin_info_table.len(),
-            },
-        )?;
+        // What the call needs from the program is copied out under a short borrow, so the
+        // program's Arc is not cloned (two atomic operations) on every builtin call.
+        let (params, num_args, builtin_fn, cache_name) = {
+            let program = &self.program;
+            let params = program
+                .instruction_data
+                .get_builtin_call_params(params_index)
+                .ok_or_else(|| VmError::InvalidBuiltinCallParamsIndex {
+                    index: params_index,
+                    pc: self.pc,
+                    available: program.instruction_data.builtin_call_params.len(),
+                })?
+                .clone();
+            let builtin_info = program.get_builtin_info(params.builtin_index).ok_or_else(|| {
+                VmError::InvalidBuiltinInfoIndex {
+                    index: params.builtin_index,
+                    pc: self.pc,
+                    available: program.builtin_info_table.len(),
+                }
+            })?;
+            let builtin_fn = program
+                .get_resolved_builtin(params.builtin_index)
+                .copied()
+                .ok_or_else(|| builtin_info.name.clone());
+            (
+                params,
+                builtin_info.num_args,
+                builtin_fn,
+                builtins::must_cache(builtin_info.name.as_str()),
+            )
+        };
 
         let mut args = core::mem::take(&mut self.cached_builtin_args);
         args.clear();
-        for &arg_reg in params.arg_registers().iter() {
-            let arg_value = self.get_register(arg_reg)?.clone();
-            args.push(arg_value);
+        for &arg_reg in params.arg_registers() {
+            match self.get_register(arg_reg) {
+                Ok(value) => args.push(value.clone()),
+                Err(e) => {
+                    self.cached_builtin_args = args;
+                    return Err(e);
+                }
+            }
         }
 
-        let expected_args = builtin_info.num_args;
+        let outcome = self.call_builtin(&args, num_args, builtin_fn, cache_name);
+        args.clear();
+        self.cached_builtin_args = args;
+
+        self.set_register(params.dest, outcome?)?;
+        self.memory_check()?;
+
+        Ok(())
+    }
+
+    /// Runs a builtin on its arguments: the result, Undefined if an argument is undefined or
+    /// the builtin failed outside strict mode, or the error.
+    fn call_builtin(
+        &mut self,
+        args: &[Value],
+        num_args: u16,
+        builtin_fn: core::result::Result<builtins::BuiltinFcn, alloc::string::String>,
+        cache_name: Option<&'static str>,
+    ) -> Result<Value> {
         let actual_args = args.len();
-        if u16::try_from(actual_args).unwrap_or(u16::MAX) != expected_args {
-            self.cached_builtin_args = args;
+        if u16::try_from(actual_args).unwrap_or(u16::MAX) != num_args {
             return Err(VmError::BuiltinArgumentMismatch {
-                expected: expected_args,
+                expected: num_args,
                 actual: actual_args,
                 pc: self.pc,
             });
         }
 
         if args.iter().any(|a| a == &Value::Undefined) {
-            self.cached_builtin_args = args;
-            self.set_register(params.dest, Value::Undefined)?;
-            self.memory_check()?;
-            return Ok(());
+            return Ok(Value::Undefined);
         }
 
-        // Extract everything we need from program before releasing the borrow.
-        let builtin_fn = match program.get_resolved_builtin(params.builtin_index) {
-            Some(fcn) => fcn.0,
-            None => {
-                self.cached_builtin_args = args;
-                return Err(VmError::BuiltinNotResolved {
-                    name: builtin_info.name.clone(),
-                    pc: self.pc,
-                });
-            }
+        let builtin_fn = match builtin_fn {
+            Ok(fcn) => fcn,
+            Err(name) => return Err(VmError::BuiltinNotResolved { name, pc: self.pc }),
         };
-        let cache_name = builtins::must_cache(builtin_info.name.as_str());
-        drop(program);
-
-        self.ensure_dummy_exprs(args.len())?;
-        let dummy_span = self.get_dummy_span()?.clone();
-        // Take the dummy_exprs vec out of self so we can pass it to the builtin
-        // while still calling &mut self methods afterwards.
-        let dummy_exprs = core::mem::take(&mut self.dummy_exprs);
 
         if let Some(name) = cache_name {
             if let Some(entries) = self.builtins_cache.get(name) {
                 for entry in entries {
-                    if entry.0.as_slice() == args.as_slice() {
-                        let cached = entry.1.clone();
-                        self.dummy_exprs = dummy_exprs;
-                        self.cached_builtin_args = args;
-                        self.set_register(params.dest, cached)?;
-                        self.memory_check()?;
-                        return Ok(());
+                    if entry.0.as_slice() == args {
+                        return Ok(entry.1.clone());
                     }
                 }
             }
         }
 
-        let result = match builtin_fn(
-            &dummy_span,
-            dummy_exprs.get(..args.len()).unwrap_or(&[]),
-            &args,
+        self.ensure_dummy_exprs(args.len())?;
+        // Borrowed for the call, not cloned: the span's source is another Arc.
+        self.get_dummy_span()?;
+        let dummy_span = self.dummy_span.as_ref().ok_or_else(|| VmError::Internal {
+            message: alloc::string::String::from("dummy span not initialized"),
+            pc: self.pc,
+        })?;
+        let result = match (builtin_fn.0)(
+            dummy_span,
+            self.dummy_exprs.get(..args.len()).unwrap_or(&[]),
+            args,
             self.strict_builtin_errors,
         ) {
             Ok(value) => value,
@@ -126,41 +146,19 @@ impl RegoVM {
             // mode, to prevent `not builtin(...)` from silently flipping to true.
             Err(e) if !self.strict_builtin_errors => {
                 if e.downcast_ref::<crate::LimitError>().is_some() {
-                    self.dummy_exprs = dummy_exprs;
-                    self.cached_builtin_args = args;
                     return Err(e.into());
                 }
                 Value::Undefined
             }
-            Err(err) => {
-                self.dummy_exprs = dummy_exprs;
-                self.cached_builtin_args = args;
-                return Err(err.into());
-            }
+            Err(err) => return Err(err.into()),
         };
 
-        // Put dummy_exprs back for reuse.
-        self.dummy_exprs = dummy_exprs;
-
         if let Some(name) = cache_name {
-            // Move args into the cache. The now-empty (zero-capacity) Vec is
-            // stored back in cached_builtin_args; the next call will re-allocate.
-            // This is acceptable because cache inserts are rare (once per unique
-            // argument set) while the hot path (cache hit above) reuses the Vec.
-            let cache_args = core::mem::take(&mut args);
-            self.cached_builtin_args = args;
             self.builtins_cache
                 .entry(name)
                 .or_default()
-                .push((cache_args, result.clone()));
-            self.set_register(params.dest, result)?;
-        } else {
-            self.cached_builtin_args = args;
-            self.set_register(params.dest, result)?;
+                .push((args.to_vec(), result.clone()));
         }
-
-        self.memory_check()?;
-
-        Ok(())
+        Ok(result)
     }
 }

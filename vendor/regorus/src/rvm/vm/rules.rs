@@ -139,7 +139,7 @@ impl RegoVM {
                                         break;
                                     }
                                 } else {
-                                    first_successful_result = Some(current_result.clone());
+                                    first_successful_result = Some(current_result);
                                     // All definitions produce the same static value;
                                     // no need to verify consistency with the rest.
                                     if rule_info.early_exit_on_first_success {
@@ -191,7 +191,8 @@ impl RegoVM {
         } else if let Some(successful_result) = first_successful_result {
             successful_result
         } else {
-            self.get_register(result_reg)?.clone()
+            // Taken, not cloned: the rule's register window is given back just below.
+            self.take_register(result_reg)?
         };
 
         if let Some(restored_registers) = self.register_stack.pop() {
@@ -328,7 +329,8 @@ impl RegoVM {
             Value::Undefined
         };
 
-        self.set_register(dest, result_from_rule.clone())?;
+        // Moved, not cloned: the result is read back from the register below.
+        self.set_register(dest, result_from_rule)?;
 
         if self.get_register(dest)? == &Value::Undefined && !rule_failed_due_to_inconsistency {
             match call_context.rule_type {
@@ -359,8 +361,9 @@ impl RegoVM {
             }
         }
 
-        let final_value = self.get_register(dest)?.clone();
+        // Only a rule's result is cached; a function's stays in its register, uncloned.
         if !is_function_rule {
+            let final_value = self.get_register(dest)?.clone();
             let available = self.rule_cache.len();
             let entry = self
                 .rule_cache
@@ -370,7 +373,7 @@ impl RegoVM {
                     pc: self.pc,
                     available,
                 })?;
-            *entry = (true, final_value.clone());
+            *entry = (true, final_value);
         }
         Ok(())
     }
