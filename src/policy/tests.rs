@@ -330,3 +330,135 @@ fn each_thread_gets_a_complete_deep_copy_of_program_and_data() {
         assert_eq!(copy.generation, set.inner.generation);
     }
 }
+
+/// The literal `input` of every `with input as {…}` in a Rego test module, with the
+/// `data.config` the same line gives it: a `{…}` literal or the name of a value (or none).
+fn test_inputs(text: &str) -> Vec<(String, Option<String>)> {
+    const WITH: &str = "with input as ";
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(WITH).map(|i| from + i + WITH.len()) {
+        from = at;
+        let Some(end) = literal_end(&text[at..]).map(|n| at + n) else {
+            continue;
+        };
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
+        let config = text[line_start..line_end]
+            .split("with data.config as ")
+            .nth(1)
+            .map(|rest| match literal_end(rest) {
+                Some(n) => rest[..n].to_string(),
+                None => rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect(),
+            });
+        out.push((text[at..end].to_string(), config));
+        from = end;
+    }
+    out
+}
+
+/// Where the `{…}` literal at the start of `s` ends, minding strings; None when `s` does not
+/// start with one.
+fn literal_end(s: &str) -> Option<usize> {
+    if !s.starts_with('{') {
+        return None;
+    }
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        match (in_str, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_str = false,
+            (true, false, _) => {}
+            (false, _, '"') => in_str = true,
+            (false, _, '{' | '[') => depth += 1,
+            (false, _, '}' | ']') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `policy test` runs the pack's Rego tests on the interpreter only: regorus's RVM compiler
+/// rejects `with`. So every input those tests give the decision is decided here on both paths,
+/// with the `data.config` the test gives it, and the two decisions must be equal. This is what
+/// catches a compiled path that drops a deny (patch 9).
+#[test]
+fn every_rego_test_input_decides_the_same_on_both_paths() {
+    let pack = PolicyFiles::embedded();
+    assert!(
+        !pack.tests.is_empty(),
+        "the embedded pack carries its tests"
+    );
+    let mut engine = pack.engine(&pack.data(&json!({})).unwrap(), true).unwrap();
+    let mut sets: std::collections::BTreeMap<String, (PolicySet, PolicySet)> = Default::default();
+    let (mut checked, mut skipped) = (0, Vec::new());
+    for (file, text) in &pack.tests {
+        let package = text
+            .lines()
+            .find_map(|l| l.strip_prefix("package "))
+            .unwrap()
+            .trim();
+        for (literal, config) in test_inputs(text) {
+            // A literal that refers to a variable or uses Rego-only syntax is not JSON.
+            let Ok(input_json) = serde_json::from_str::<serde_json::Value>(&literal) else {
+                skipped.push(format!("{file}: {literal}"));
+                continue;
+            };
+            // A config literal is JSON; a name is a value of the test's package (a variable
+            // local to the test is not, and its input is skipped).
+            let config = match &config {
+                Some(c) if c.starts_with('{') => serde_json::from_str(c).ok(),
+                Some(name) => engine
+                    .eval_rule(format!("data.{package}.{name}"))
+                    .ok()
+                    .map(|v| serde_json::to_value(&v).unwrap()),
+                None => Some(json!({})),
+            };
+            let Some(config) = config else {
+                skipped.push(format!("{file}: config of {literal}"));
+                continue;
+            };
+            let key = config.to_string();
+            if !sets.contains_key(&key) {
+                let set = PolicySet::load(
+                    PolicyFiles::embedded(),
+                    &json!({ "config": config }),
+                    "data.portcullis.decision",
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+                assert_eq!(set.mode(), &Mode::Compiled);
+                let interp = set.interpreted().unwrap();
+                sets.insert(key.clone(), (set, interp));
+            }
+            let (set, interp) = &sets[&key];
+            let i = input(input_json);
+            let compiled = set.decide(i.clone());
+            assert_eq!(
+                compiled,
+                interp.decide(i),
+                "{file}: the engines disagree on {literal}"
+            );
+            checked += 1;
+        }
+    }
+    // Most of the pack's tests give a literal input; if extraction broke, this test would
+    // check nothing, so it must check most of them.
+    assert!(
+        checked >= 135,
+        "checked only {checked} inputs; skipped {skipped:#?}"
+    );
+    eprintln!(
+        "{checked} inputs decided on both paths, {} skipped",
+        skipped.len()
+    );
+}
