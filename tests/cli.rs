@@ -369,6 +369,19 @@ fn policy_test_runs_the_pack_and_fails_on_a_failing_test() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(" passed, 0 failed"), "{text}");
+    // The Rego tests run on the interpreter; their literal inputs are decided on both paths.
+    let parity = text
+        .lines()
+        .find(|l| l.starts_with("PARITY "))
+        .unwrap_or_else(|| panic!("no parity line: {text}"));
+    let counts: Vec<u32> = parity
+        .split(' ')
+        .filter_map(|w| w.trim_start_matches('(').parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 3 && counts[0] == counts[1] && counts[0] >= 100,
+        "{parity}"
+    );
 
     let pol = dir.path().join("p");
     std::fs::create_dir(&pol).unwrap();
@@ -391,6 +404,10 @@ fn policy_test_runs_the_pack_and_fails_on_a_failing_test() {
         "the exercised rule is not listed: {text}"
     );
     assert!(text.contains("1 passed, 1 failed"), "{text}");
+    assert!(
+        text.contains("PARITY 2 of 2 test inputs decided alike"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -109,8 +109,15 @@ fn test(dir: Option<PathBuf>, config: Option<&Path>) -> Result<ExitCode, Failure
         Some(dir) => PolicyFiles::from_dir(&dir)?,
         None => PolicyFiles::embedded(),
     };
-    let data = files.data(&config.policy_data())?;
+    let extra = config.policy_data();
+    let data = files.data(&extra)?;
     let report = testing::run(&files, &data)?;
+    let parity = testing::parity(
+        &files,
+        &extra,
+        &config.policy.entrypoint,
+        config.policy.timeout,
+    )?;
     let mut out = std::io::stdout().lock();
     for r in &report.results {
         let status = if r.passed { "PASS" } else { "FAIL" };
@@ -122,13 +129,44 @@ fn test(dir: Option<PathBuf>, config: Option<&Path>) -> Result<ExitCode, Failure
     for u in &report.unexercised {
         writeln!(out, "UNTESTED {}:{}: {}", u.file, u.line, u.head)?;
     }
+    let disagree = match &parity {
+        testing::Parity::Interpreted { reason } => {
+            writeln!(
+                out,
+                "PARITY not checked: the set runs on the interpreter ({reason})"
+            )?;
+            0
+        }
+        testing::Parity::Checked {
+            checked,
+            skipped,
+            disagreements,
+        } => {
+            for d in disagreements {
+                writeln!(
+                    out,
+                    "PARITY-FAIL {}: the compiled path decides {} as {}, the interpreter as {}",
+                    d.file,
+                    d.input,
+                    serde_json::to_string(&d.compiled)?,
+                    serde_json::to_string(&d.interpreted)?
+                )?;
+            }
+            writeln!(
+                out,
+                "PARITY {} of {checked} test inputs decided alike on the compiled path and the interpreter ({skipped} not literal, skipped)",
+                checked - disagreements.len()
+            )?;
+            disagreements.len()
+        }
+    };
     writeln!(
         out,
         "{} passed, {} failed",
         report.passed(),
         report.failed()
     )?;
-    if report.failed() > 0 || report.results.is_empty() {
+    if report.failed() > 0 || report.results.is_empty() || disagree > 0 {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -8,12 +8,22 @@
 //! grouped from are defined) counts as exercised when some test evaluated its head line, which
 //! regorus marks when the rule produced a value. A rule written on one line counts as
 //! exercised as soon as its body was evaluated.
+//!
+//! Test rules run on the interpreter only: regorus's RVM compiler rejects `with`, and tests are
+//! built on it. A set that runs compiled is therefore checked for parity too: every literal
+//! input a test gives (`with input as {…}`, with the `data.config` the same line gives, a
+//! literal or a value of the test's package) is decided on both paths, and the decisions must
+//! be equal. Inputs built from variables are counted as skipped.
 
 use std::collections::BTreeSet;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use regorus::Value as RegoValue;
 
-use super::{PolicyError, PolicyFiles};
+use super::{Mode, PolicyError, PolicyFiles, PolicySet};
+use crate::action::Decision;
 
 /// One test's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +42,27 @@ pub struct Unexercised {
     pub file: String,
     pub line: u32,
     pub head: String,
+}
+
+/// Whether the compiled path decides the tests' inputs as the interpreter does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parity {
+    /// The set runs on the interpreter: there is no compiled path to compare.
+    Interpreted { reason: String },
+    Checked {
+        checked: usize,
+        /// Inputs (or their configuration) that are not literals.
+        skipped: usize,
+        disagreements: Vec<Disagreement>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disagreement {
+    pub file: String,
+    pub input: String,
+    pub compiled: Decision,
+    pub interpreted: Decision,
 }
 
 /// Everything `policy test` prints.
@@ -98,13 +129,156 @@ pub fn run(files: &PolicyFiles, data: &RegoValue) -> Result<TestReport, PolicyEr
     Ok(report)
 }
 
+/// Decide every literal input of the tests on the compiled path and on the interpreter.
+/// `extra_data` is the configuration's part of `data`; a test's `data.config` replaces its
+/// `config`.
+pub fn parity(
+    files: &PolicyFiles,
+    extra_data: &serde_json::Value,
+    entrypoint: &str,
+    timeout: Duration,
+) -> Result<Parity, PolicyError> {
+    let load = |extra: &serde_json::Value| {
+        PolicySet::load(files.clone(), extra, entrypoint, timeout)
+            .and_then(|set| set.interpreted().map(|interp| (set, interp)))
+    };
+    let base = load(extra_data)?;
+    if let Mode::Interpreted { reason } = base.0.mode() {
+        return Ok(Parity::Interpreted {
+            reason: reason.clone(),
+        });
+    }
+    let mut engine = files.engine(&files.data(extra_data)?, true)?;
+    let mut sets = BTreeMap::from([(extra_data.to_string(), base)]);
+    let (mut checked, mut skipped, mut disagreements) = (0, 0, Vec::new());
+    for (file, text) in &files.tests {
+        let package = package_of(text).unwrap_or_default();
+        for (literal, config) in test_inputs(text) {
+            // `with data.config as c` replaces `data.config`; a name is a value of the test's
+            // package (a variable local to the test is not, and its input is skipped).
+            let extra = match config.as_deref() {
+                None => Some(extra_data.clone()),
+                Some(c) if c.starts_with('{') => serde_json::from_str(c).ok(),
+                Some(name) => engine
+                    .eval_rule(format!("data.{package}.{name}"))
+                    .ok()
+                    .and_then(|v| serde_json::to_value(&v).ok()),
+            }
+            .map(|c| {
+                if config.is_some() {
+                    with_config(extra_data, c)
+                } else {
+                    c
+                }
+            });
+            let parsed = serde_json::from_str::<serde_json::Value>(&literal);
+            let (Some(extra), Ok(input)) = (extra, parsed) else {
+                skipped += 1;
+                continue;
+            };
+            let key = extra.to_string();
+            if !sets.contains_key(&key) {
+                let pair = load(&extra)?;
+                sets.insert(key.clone(), pair);
+            }
+            let Some((set, interp)) = sets.get(&key) else {
+                continue;
+            };
+            let input = RegoValue::from(input);
+            let compiled = set.decide(input.clone());
+            let interpreted = interp.decide(input);
+            if compiled != interpreted {
+                disagreements.push(Disagreement {
+                    file: file.clone(),
+                    input: literal,
+                    compiled,
+                    interpreted,
+                });
+            }
+            checked += 1;
+        }
+    }
+    Ok(Parity::Checked {
+        checked,
+        skipped,
+        disagreements,
+    })
+}
+
+/// The `input` of every `with input as …` in a test module, a `{…}` literal or a name, with the
+/// `data.config` the same line gives it, likewise (or none).
+pub(super) fn test_inputs(text: &str) -> Vec<(String, Option<String>)> {
+    const WITH: &str = "with input as ";
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(WITH).map(|i| from + i + WITH.len()) {
+        let end = at + literal_end(&text[at..]).unwrap_or_else(|| ident_len(&text[at..]));
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
+        let config = text[line_start..line_end]
+            .split("with data.config as ")
+            .nth(1)
+            .map(|rest| rest[..literal_end(rest).unwrap_or_else(|| ident_len(rest))].to_string());
+        out.push((text[at..end].to_string(), config));
+        from = end;
+    }
+    out
+}
+
+/// Where the `{…}` literal at the start of `s` ends, minding strings; None when `s` does not
+/// start with one or it does not close.
+fn literal_end(s: &str) -> Option<usize> {
+    if !s.starts_with('{') {
+        return None;
+    }
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        match (in_str, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => in_str = false,
+            (true, false, _) => {}
+            (false, _, '"') => in_str = true,
+            (false, _, '{' | '[') => depth += 1,
+            (false, _, '}' | ']') => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `extra_data` with its `config` replaced.
+fn with_config(extra_data: &serde_json::Value, config: serde_json::Value) -> serde_json::Value {
+    let mut extra = extra_data.clone();
+    match extra.as_object_mut() {
+        Some(o) => {
+            o.insert("config".into(), config);
+        }
+        None => extra = serde_json::json!({ "config": config }),
+    }
+    extra
+}
+
+fn ident_len(s: &str) -> usize {
+    s.bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count()
+}
+
+fn package_of(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("package "))
+        .map(|p| p.trim().to_string())
+}
+
 /// `data.<package>.<rule>` for every test rule of one module.
 fn test_rules(text: &str) -> Vec<String> {
-    let package = text
-        .lines()
-        .find_map(|l| l.strip_prefix("package "))
-        .map(|p| p.trim().to_string());
-    let Some(package) = package else {
+    let Some(package) = package_of(text) else {
         return Vec::new();
     };
     let mut seen = BTreeSet::new();

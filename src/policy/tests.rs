@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::testing::Parity;
 use super::*;
 
 fn files(modules: &[(&str, &str)]) -> PolicyFiles {
@@ -331,66 +332,10 @@ fn each_thread_gets_a_complete_deep_copy_of_program_and_data() {
     }
 }
 
-/// The literal `input` of every `with input as {…}` in a Rego test module, with the
-/// `data.config` the same line gives it: a `{…}` literal or the name of a value (or none).
-fn test_inputs(text: &str) -> Vec<(String, Option<String>)> {
-    const WITH: &str = "with input as ";
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(at) = text[from..].find(WITH).map(|i| from + i + WITH.len()) {
-        from = at;
-        let Some(end) = literal_end(&text[at..]).map(|n| at + n) else {
-            continue;
-        };
-        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[end..].find('\n').map_or(text.len(), |i| end + i);
-        let config = text[line_start..line_end]
-            .split("with data.config as ")
-            .nth(1)
-            .map(|rest| match literal_end(rest) {
-                Some(n) => rest[..n].to_string(),
-                None => rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect(),
-            });
-        out.push((text[at..end].to_string(), config));
-        from = end;
-    }
-    out
-}
-
-/// Where the `{…}` literal at the start of `s` ends, minding strings; None when `s` does not
-/// start with one.
-fn literal_end(s: &str) -> Option<usize> {
-    if !s.starts_with('{') {
-        return None;
-    }
-    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
-    for (i, c) in s.char_indices() {
-        match (in_str, escaped, c) {
-            (true, true, _) => escaped = false,
-            (true, false, '\\') => escaped = true,
-            (true, false, '"') => in_str = false,
-            (true, false, _) => {}
-            (false, _, '"') => in_str = true,
-            (false, _, '{' | '[') => depth += 1,
-            (false, _, '}' | ']') => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
 /// `policy test` runs the pack's Rego tests on the interpreter only: regorus's RVM compiler
-/// rejects `with`. So every input those tests give the decision is decided here on both paths,
-/// with the `data.config` the test gives it, and the two decisions must be equal. This is what
-/// catches a compiled path that drops a deny (patch 9).
+/// rejects `with`. Its parity pass decides every literal input those tests give the decision
+/// on both paths; on the default pack that must cover most of them, and all must agree. This
+/// is what catches a compiled path that drops a deny (patch 9: the `~/.ssh` read).
 #[test]
 fn every_rego_test_input_decides_the_same_on_both_paths() {
     let pack = PolicyFiles::embedded();
@@ -398,67 +343,81 @@ fn every_rego_test_input_decides_the_same_on_both_paths() {
         !pack.tests.is_empty(),
         "the embedded pack carries its tests"
     );
-    let mut engine = pack.engine(&pack.data(&json!({})).unwrap(), true).unwrap();
-    let mut sets: std::collections::BTreeMap<String, (PolicySet, PolicySet)> = Default::default();
-    let (mut checked, mut skipped) = (0, Vec::new());
-    for (file, text) in &pack.tests {
-        let package = text
-            .lines()
-            .find_map(|l| l.strip_prefix("package "))
-            .unwrap()
-            .trim();
-        for (literal, config) in test_inputs(text) {
-            // A literal that refers to a variable or uses Rego-only syntax is not JSON.
-            let Ok(input_json) = serde_json::from_str::<serde_json::Value>(&literal) else {
-                skipped.push(format!("{file}: {literal}"));
-                continue;
-            };
-            // A config literal is JSON; a name is a value of the test's package (a variable
-            // local to the test is not, and its input is skipped).
-            let config = match &config {
-                Some(c) if c.starts_with('{') => serde_json::from_str(c).ok(),
-                Some(name) => engine
-                    .eval_rule(format!("data.{package}.{name}"))
-                    .ok()
-                    .map(|v| serde_json::to_value(&v).unwrap()),
-                None => Some(json!({})),
-            };
-            let Some(config) = config else {
-                skipped.push(format!("{file}: config of {literal}"));
-                continue;
-            };
-            let key = config.to_string();
-            if !sets.contains_key(&key) {
-                let set = PolicySet::load(
-                    PolicyFiles::embedded(),
-                    &json!({ "config": config }),
-                    "data.portcullis.decision",
-                    Duration::from_secs(5),
-                )
-                .unwrap();
-                assert_eq!(set.mode(), &Mode::Compiled);
-                let interp = set.interpreted().unwrap();
-                sets.insert(key.clone(), (set, interp));
-            }
-            let (set, interp) = &sets[&key];
-            let i = input(input_json);
-            let compiled = set.decide(i.clone());
-            assert_eq!(
-                compiled,
-                interp.decide(i),
-                "{file}: the engines disagree on {literal}"
-            );
-            checked += 1;
-        }
-    }
-    // Most of the pack's tests give a literal input; if extraction broke, this test would
-    // check nothing, so it must check most of them.
+    let config = crate::config::Config::built_in(std::path::Path::new("/work/ws")).unwrap();
+    let parity = testing::parity(
+        &pack,
+        &config.policy_data(),
+        "data.portcullis.decision",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert!(
-        checked >= 135,
-        "checked only {checked} inputs; skipped {skipped:#?}"
+        matches!(parity, Parity::Checked { .. }),
+        "the default pack runs compiled: {parity:?}"
     );
-    eprintln!(
-        "{checked} inputs decided on both paths, {} skipped",
-        skipped.len()
+    let Parity::Checked {
+        checked,
+        skipped,
+        disagreements,
+    } = parity
+    else {
+        return;
+    };
+    assert_eq!(disagreements, []);
+    // If extraction broke, parity would check nothing; on this pack it checks most inputs.
+    assert!(checked >= 135, "checked only {checked}, skipped {skipped}");
+}
+
+#[test]
+fn parity_takes_literal_inputs_and_counts_the_rest() {
+    let files = PolicyFiles {
+        tests: vec![(
+            "t_test.rego".into(),
+            "package t_test\nimport rego.v1\ntest_x if data.t.decision with input as {\"x\": [1, {\"y\": \"}\"}]} with data.config as {\"c\": 1}\ntest_v if data.t.decision with input as v\n".into(),
+        )],
+        ..files(&[("t.rego", SIMPLE)])
+    };
+    let inputs = testing::test_inputs(&files.tests[0].1);
+    assert_eq!(
+        inputs,
+        [
+            (
+                r#"{"x": [1, {"y": "}"}]}"#.to_string(),
+                Some(r#"{"c": 1}"#.to_string())
+            ),
+            ("v".to_string(), None)
+        ]
     );
+    let parity = testing::parity(
+        &files,
+        &json!({}),
+        "data.t.decision",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        parity,
+        Parity::Checked {
+            checked: 1,
+            skipped: 1,
+            disagreements: Vec::new()
+        }
+    );
+
+    // A pack the RVM cannot compile has no compiled path to compare.
+    let with = "package t\nimport rego.v1\nx := input.x\ndecision := {\"outcome\": \"allow\", \"reasons\": [], \"x\": y} if { y := x with input as {\"x\": 1} }\n";
+    let files = PolicyFiles {
+        tests: files.tests,
+        ..self::files(&[("t.rego", with)])
+    };
+    assert!(matches!(
+        testing::parity(
+            &files,
+            &json!({}),
+            "data.t.decision",
+            Duration::from_secs(5)
+        )
+        .unwrap(),
+        Parity::Interpreted { .. }
+    ));
 }
