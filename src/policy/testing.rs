@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::time::Duration;
 
 use regorus::Value as RegoValue;
@@ -163,26 +164,19 @@ pub fn parity(
                     .eval_rule(format!("data.{package}.{name}"))
                     .ok()
                     .and_then(|v| serde_json::to_value(&v).ok()),
-            }
-            .map(|c| {
-                if config.is_some() {
-                    with_config(extra_data, c)
-                } else {
-                    c
-                }
-            });
+            };
+            let extra = match (&config, extra) {
+                (Some(_), Some(c)) => Some(with_config(extra_data, c)),
+                (_, extra) => extra,
+            };
             let parsed = serde_json::from_str::<serde_json::Value>(&literal);
             let (Some(extra), Ok(input)) = (extra, parsed) else {
                 skipped += 1;
                 continue;
             };
-            let key = extra.to_string();
-            if !sets.contains_key(&key) {
-                let pair = load(&extra)?;
-                sets.insert(key.clone(), pair);
-            }
-            let Some((set, interp)) = sets.get(&key) else {
-                continue;
+            let (set, interp) = match sets.entry(extra.to_string()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(load(&extra)?),
             };
             let input = RegoValue::from(input);
             let compiled = set.decide(input.clone());
