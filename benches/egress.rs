@@ -2,6 +2,10 @@
 //! reached directly, in the same run (DESIGN §8):
 //! * CONNECT tunnel setup: connect + CONNECT + `200` + the first echoed byte, against connect +
 //!   the first echoed byte directly. Each tunnel is one decided, durably recorded action.
+//!   A bare CONNECT proxy on the same hyper and tokio (no policy, no audit, plain copy) is
+//!   measured in the same loop: the floor that hyper and an extra hop cost on this machine.
+//!   The decisions' own latency is read back from the audit records (`latency_us`), so the
+//!   in-place cost of a decision can be set against the hot-loop figure of `--bench decide`.
 //! * bulk transfer through an established tunnel against a direct connection.
 //! * `portcullis run -- true` against spawning `true` directly (only where the sandbox can run).
 //!
@@ -46,8 +50,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let floor = runtime.block_on(bare_proxy());
     let mut direct = Vec::with_capacity(2 * SETUPS);
+    let mut bare = Vec::with_capacity(2 * SETUPS);
     let mut tunnel: Vec<(&str, Vec<f64>)> = Vec::new();
+    let mut decided: Vec<(&str, Vec<f64>)> = Vec::new();
     let mut bulk_direct = Vec::new();
     let mut bulk_tunnel = Vec::new();
     for mode in ["durable", "buffered"] {
@@ -60,12 +67,14 @@ fn main() {
         let proxy = running.egress.unwrap();
         for _ in 0..WARMUP {
             direct_setup(server);
+            tunnel_setup(floor, server);
             tunnel_setup(proxy, server);
         }
         let mut t = Vec::with_capacity(SETUPS);
-        // Interleaved, so drift on the machine is charged to both.
+        // Interleaved, so drift on the machine is charged to all three.
         for _ in 0..SETUPS {
             direct.push(direct_setup(server));
+            bare.push(tunnel_setup(floor, server));
             t.push(tunnel_setup(proxy, server));
         }
         tunnel.push((mode, t));
@@ -78,18 +87,32 @@ fn main() {
             }
         }
         runtime.block_on(running.shutdown()).unwrap();
+        decided.push((mode, decision_latencies(dir.path(), mode)));
     }
     let run = run_startup();
 
     let (d50, d99) = (pct(&direct, 0.5), pct(&direct, 0.99));
     println!("CONNECT tunnel setup ({SETUPS} each, µs)         p50      p99  added p50");
     println!("  direct connect + first byte            {d50:8.1} {d99:8.1}");
+    let (b50, b99) = (pct(&bare, 0.5), pct(&bare, 0.99));
+    println!(
+        "  bare hyper CONNECT proxy (floor)       {b50:8.1} {b99:8.1} {:8.1}",
+        b50 - d50
+    );
     for (mode, t) in &tunnel {
         let (t50, t99) = (pct(t, 0.5), pct(t, 0.99));
         let added = t50 - d50;
         println!(
             "  through the proxy, audit {mode:<8}      {t50:8.1} {t99:8.1} {added:8.1} (target ≤ {TARGET_SETUP_ADDED_US}) {}",
             verdict(added <= TARGET_SETUP_ADDED_US)
+        );
+    }
+    println!("decision latency in place (audit latency_us, µs)  p50      p99");
+    for (mode, v) in &decided {
+        println!(
+            "  tunnels, audit {mode:<8}                    {:8.1} {:8.1}",
+            pct(v, 0.5),
+            pct(v, 0.99)
         );
     }
     let bd = best(&bulk_direct);
@@ -145,6 +168,55 @@ api_key_sha256 = ["{digest}"]
 "#,
         dir.join(format!("audit-{durability}.jsonl")).display()
     )
+}
+
+/// The floor: a CONNECT proxy with nothing but hyper, tokio and a copy (no policy, no
+/// audit, no sniffing), connecting to whatever it is asked.
+async fn bare_proxy() -> SocketAddr {
+    use hyper::{Request, Response, body::Incoming};
+    use hyper_util::rt::TokioIo;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((c, _)) = l.accept().await else {
+                continue;
+            };
+            c.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let target = req.uri().authority().unwrap().to_string();
+                    let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                    upstream.set_nodelay(true).unwrap();
+                    tokio::spawn(async move {
+                        let mut client = TokioIo::new(hyper::upgrade::on(req).await.unwrap());
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    });
+                    Ok::<_, hyper::Error>(Response::new(
+                        http_body_util::Empty::<bytes::Bytes>::new(),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(c), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Every tunnel decision's `latency_us` from the audit log of `mode` (the warm-up's too).
+fn decision_latencies(dir: &std::path::Path, mode: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(dir.join(format!("audit-{mode}.jsonl"))).unwrap();
+    let v: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] == "decision")
+        .map(|r| r["latency_us"].as_f64().unwrap())
+        .collect();
+    assert!(v.len() >= SETUPS, "{} decisions recorded", v.len());
+    v
 }
 
 /// Echoes the first byte of each connection, then sinks everything (counting) and answers
